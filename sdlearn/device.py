@@ -1,0 +1,51 @@
+"""Where tensors live and where randomness comes from.
+
+Noise is always drawn on a CPU ``torch.Generator`` and then moved to the device, so a seed gives
+the same starting latents on CPU, CUDA and MPS (GPU generators produce different streams).
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The best available device: ``cuda``, then ``mps``, then ``cpu`` (or ``prefer`` if given)."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def get_dtype(device: torch.device | str, half: bool = False) -> torch.dtype:
+    """float32 by default; with ``half=True``: bfloat16 where supported, else float16 (CUDA/MPS)."""
+    device = torch.device(device)
+    if not half:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None = None,
+          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard-normal noise drawn on the CPU (from ``generator``) and moved to ``device``."""
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator (got one on {generator.device}); "
+                         "sdlearn draws noise on the CPU so that every device starts from the same latents")
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
