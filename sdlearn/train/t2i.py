@@ -1,0 +1,236 @@
+"""Train the tiny text-to-image latent diffusion model on the Shapes world.
+
+The LDM objective (Rombach et al. 2022, Eq. 2), with classifier-free guidance's caption dropout:
+
+    L_LDM = E_{z0 = E(x), y, eps ~ N(0, I), t} || eps - eps_theta(z_t, t, tau(y)) ||^2,
+    z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps                  (Ho et al. 2020, Eq. 4)
+
+The VAE (E) and the text encoder (tau) are frozen, so latents and caption states are computed
+once and cached; only the UNet learns. An EMA of its weights is what ships.
+
+    python -m sdlearn train t2i --seed 0                 # plain Python, CPU or one GPU
+    accelerate launch -m sdlearn train t2i --seed 0      # unchanged on several GPUs
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from sdlearn.data import ShapesDataset
+from sdlearn.device import seed_everything
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+#: The tiny UNet: Stable Diffusion's architecture (UNet2DConditionModel config) at 8x8x4 latents.
+def unet_config(cross_attention_dim: int, channels: tuple[int, ...] = (64, 128, 128),
+                layers_per_block: int = 2, head_dim: int = 32) -> dict:
+    n = len(channels)
+    return {
+        "_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D"] * n, "up_block_types": ["CrossAttnUpBlock2D"] * n,
+        "mid_block_type": "UNetMidBlock2DCrossAttn", "block_out_channels": list(channels),
+        "layers_per_block": layers_per_block, "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": [c // head_dim for c in channels], "norm_num_groups": 32,
+        "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu", "use_linear_projection": False,
+        "upcast_attention": False,
+    }
+
+
+#: Stable Diffusion v1's training noise schedule and the series' default sampler.
+SCHEDULER_CONFIG = {
+    "_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+    "algorithm_type": "dpmsolver++", "solver_order": 2, "lower_order_final": True,
+    "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m sdlearn train t2i", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=6000, help="optimizer steps")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--num-images", type=int, default=40_000, help="training renders (latents cached)")
+    ap.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty captions (for CFG)")
+    ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
+    ap.add_argument("--channels", default="64,128,128")
+    ap.add_argument("--layers-per-block", type=int, default=2)
+    ap.add_argument("--model-dir", type=Path, default=ASSETS / "tiny",
+                    help="folder holding vae/, text_encoder/, tokenizer/; unet/ and scheduler/ are written here")
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/t2i"), help="checkpoints and the loss log")
+    ap.add_argument("--checkpoint-every", type=int, default=1000)
+    ap.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.safetensors")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    return ap.parse_args(argv)
+
+
+@torch.no_grad()
+def cache_dataset(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:
+    """Render, encode and cache: latent means/stds (N, 4, 8, 8) and caption states (U, 77, d)."""
+    from sdlearn.clip import CLIPTextEncoder
+    from sdlearn.tokenizer import CLIPTokenizer
+    from sdlearn.vae import VAE
+
+    vae = VAE.from_pretrained(args.model_dir / "vae").to(device).eval()
+    text_encoder = CLIPTextEncoder.from_pretrained(args.model_dir / "text_encoder").to(device).eval()
+    tokenizer = CLIPTokenizer()
+    data = ShapesDataset(args.num_images, seed=args.seed, holdout=True, varied=True)
+    means, stds, captions = [], [], []
+    for start in tqdm(range(0, len(data), 500), desc="caching latents"):
+        items = [data[i] for i in range(start, min(start + 500, len(data)))]
+        x = torch.stack([im for im, _ in items]).to(device)                # (b, 3, 64, 64)
+        posterior = vae.encode(x)                                            # q(z | x): (b, 4, 8, 8) each
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+        captions += [c for _, c in items]
+    unique = [""] + sorted(set(captions))                                    # index 0: the empty caption
+    index = {c: i for i, c in enumerate(unique)}
+    states = torch.cat([text_encoder(tokenizer(unique[i:i + 256]).to(device)).cpu()
+                        for i in range(0, len(unique), 256)])                # (U, 77, d)
+    return {"mean": torch.cat(means), "std": torch.cat(stds), "states": states,
+            "caption": torch.tensor([index[c] for c in captions]),
+            "scaling_factor": torch.tensor(float(vae.config["scaling_factor"]))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from accelerate import Accelerator
+
+    from sdlearn.schedules import alpha_bar_from_config
+    from sdlearn.unet import UNet
+
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    device = accelerator.device
+    seed_everything(args.seed)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+
+    cache_path = args.run_dir / f"cache_seed{args.seed}_n{args.num_images}.safetensors"
+    if cache_path.exists():
+        cache = load_file(cache_path)
+    else:
+        cache = cache_dataset(args, device)
+        if accelerator.is_main_process:
+            save_file(cache, cache_path)
+    scale = float(cache["scaling_factor"])
+    mean, std, states, caption = cache["mean"], cache["std"], cache["states"].to(device), cache["caption"]
+
+    config = unet_config(states.shape[-1], tuple(int(c) for c in args.channels.split(",")), args.layers_per_block)
+    torch.manual_seed(args.seed)
+    unet = UNet.from_config(config)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    warmup = min(500, args.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    alpha_bar = alpha_bar_from_config(SCHEDULER_CONFIG).to(device)          # (1000,)
+
+    step, log = 0, []
+    ckpt = args.run_dir / "checkpoint.safetensors"
+    if args.resume and ckpt.exists():
+        step, log = _load_checkpoint(ckpt, unet, ema, opt, sched)
+    unet, opt = accelerator.prepare(unet, opt)
+    ema.to(device)
+    gen = torch.Generator().manual_seed(                                    # the data order: resumable,
+        args.seed * 1_000_003 + step * 7919 + accelerator.process_index)    # one stream per GPU
+    print(f"t2i: UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, "
+          f"{len(mean)} cached latents, {len(states)} distinct captions, device {device}")
+
+    t0 = time.time()
+    bar = tqdm(total=args.steps, initial=step, desc="training t2i", disable=not accelerator.is_main_process)
+    unet.train()
+    while step < args.steps:
+        idx = torch.randint(len(mean), (args.batch_size,), generator=gen)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale  # z0 ~ q(z|x), scaled
+        cap = caption[idx].clone()
+        cap[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0           # "" for CFG
+        t = torch.randint(len(alpha_bar), (args.batch_size,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        z0, t, eps = z0.to(device), t.to(device), eps.to(device)
+        a = alpha_bar[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps                              # q(z_t | z_0), Ho et al. Eq. 4
+        loss = F.mse_loss(unet(zt, t, states[cap.to(device)]), eps)            # L_simple
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), accelerator.unwrap_model(unet).parameters()):
+                p_ema.lerp_(p, 1 - min(args.ema, (1 + step) / (10 + step)))
+        log.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(log[-50:]):.4f}")
+        if accelerator.is_main_process and (step % args.checkpoint_every == 0 or step == args.steps):
+            _save_checkpoint(ckpt, accelerator.unwrap_model(unet), ema, opt, sched, step, log)
+    bar.close()
+    if accelerator.is_main_process:
+        save_model(ema, args.model_dir, config)
+        (args.run_dir / "loss.json").write_text(json.dumps({"loss": log, "seconds": time.time() - t0,
+                                                            "device": str(device), "args": vars(args)},
+                                                           default=str))
+        print(f"t2i: {args.steps} steps in {(time.time() - t0) / 60:.1f} min; "
+              f"final loss {np.mean(log[-200:]):.4f}; wrote {args.model_dir / 'unet'}")
+
+
+def save_model(unet: torch.nn.Module, model_dir: Path, config: dict) -> None:
+    """Write unet/, scheduler/ and model_index.json in diffusers' layout."""
+    (model_dir / "unet").mkdir(parents=True, exist_ok=True)
+    (model_dir / "scheduler").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()},
+              model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    (model_dir / "unet" / "config.json").write_text(json.dumps(config, indent=2))
+    (model_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    (model_dir / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None], "safety_checker": [None, None], "requires_safety_checker": False,
+        "image_encoder": [None, None],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+
+
+def _save_checkpoint(path: Path, unet, ema, opt, sched, step: int, log: list[float]) -> None:
+    """Weights, EMA and Adam moments as safetensors (no pickle); counters as JSON metadata."""
+    tensors = {f"unet.{k}": v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+    for i, p in enumerate(unet.parameters()):
+        for name, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{name}"] = v.detach().cpu().reshape(-1).contiguous() if v.dim() == 0 else v.detach().cpu().contiguous()
+    meta = {"step": str(step), "log": json.dumps(log), "sched": json.dumps(sched.state_dict())}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _load_checkpoint(path: Path, unet, ema, opt, sched) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    for i, p in enumerate(unet.parameters()):
+        state = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if state:
+            state["step"] = state["step"].reshape(())
+            opt.state[p] = state
+    sched.load_state_dict(json.loads(meta["sched"]))
+    return int(meta["step"]), json.loads(meta["log"])
+
+
+if __name__ == "__main__":
+    main()
