@@ -268,7 +268,7 @@ class StableDiffusion:
         height, width = self._check_size(x0.shape[-2], x0.shape[-1])
         m = self._mask_tensor(mask, len(prompts), height, width)              # (B, 1, H, W), 1 = repaint
         in_channels = _config(self.unet)["in_channels"]
-        if in_channels not in (4, 9) and in_channels != _config(self.unet)["out_channels"]:
+        if in_channels not in (4, 9):
             raise ValueError(f"inpainting needs a UNet with 4 or 9 input channels; got {in_channels}")
         scheduler = make_scheduler(scheduler, _config(self.scheduler)) if scheduler is not None else self.scheduler
         generator = _generator(seed, generator)

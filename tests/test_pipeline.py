@@ -1,0 +1,155 @@
+"""sdlearn's StableDiffusion against diffusers' pipelines on the same tiny random components.
+
+Tolerance: both run the same float32 arithmetic in a different order (our attention and
+convolutions are our own code), so latents differ by ~1e-6 per step; over 4-10 steps and a VAE
+decode that stays below 1e-4 on images in [0, 1], far below one 8-bit grey level (3.9e-3).
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerDiscreteScheduler,  # noqa: E402
+                       StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                       UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from transformers import CLIPTokenizer as HFTokenizer  # noqa: E402
+
+from sdlearn import schedulers  # noqa: E402
+from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion  # noqa: E402
+from sdlearn.train.t2i import SCHEDULER_CONFIG  # noqa: E402
+
+ATOL = 1e-4
+
+
+def tiny_components(in_channels: int = 4, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=4,
+        norm_num_groups=16)
+    vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                        sample_size=16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77))
+    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(),
+                tokenizer=HFTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"),
+                scheduler=DPMSolverMultistepScheduler.from_config(SCHEDULER_CONFIG),
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    theirs = StableDiffusionPipeline(**tiny_components())
+    theirs.set_progress_bar_config(disable=True)
+    ours = StableDiffusion.from_diffusers(theirs)
+    ours.progress_bar = False
+    return theirs, ours
+
+
+def latents(shape=(1, 4, 8, 8), seed=1):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("negative", [None, "blurry"])
+def test_text_to_image_matches_diffusers(pair, negative):
+    theirs, ours = pair
+    kw = dict(negative_prompt=negative, num_inference_steps=6, guidance_scale=4.0, height=16, width=16)
+    z = latents()
+    ref = theirs("a red circle", latents=z.clone(), output_type="np", **kw).images
+    got = ours.text_to_image("a red circle", latents=z.clone(), output_type="np", **kw)
+    assert got.shape == ref.shape == (1, 16, 16, 3)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+
+
+@pytest.mark.parametrize("sched", ["ours_in_theirs", "theirs_in_ours"])
+def test_schedulers_swap_between_pipelines(pair, sched):
+    theirs, ours = pair
+    kw = dict(num_inference_steps=5, guidance_scale=3.0, height=16, width=16)
+    z = latents(seed=2)
+    ref = theirs("a blue star", latents=z.clone(), output_type="np", **kw).images
+    if sched == "ours_in_theirs":
+        pipe = StableDiffusionPipeline(**(dict(theirs.components) | {"scheduler": schedulers.DPMSolverPP.from_config(SCHEDULER_CONFIG)}))
+        pipe.set_progress_bar_config(disable=True)
+        got = pipe("a blue star", latents=z.clone(), output_type="np", **kw).images
+    else:
+        got = ours.text_to_image("a blue star", latents=z.clone(), output_type="np",
+                                 scheduler=DPMSolverMultistepScheduler.from_config(SCHEDULER_CONFIG), **kw)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+
+
+def test_batch_of_prompts_and_seed_determinism(pair):
+    _, ours = pair
+    a = ours.text_to_image(["a red circle", "a green square"], num_inference_steps=3, height=16, width=16,
+                           seed=7, output_type="pt")
+    b = ours.text_to_image(["a red circle", "a green square"], num_inference_steps=3, height=16, width=16,
+                           seed=7, output_type="pt")
+    c = ours.text_to_image(["a red circle", "a green square"], num_inference_steps=3, height=16, width=16,
+                           seed=8, output_type="pt")
+    assert a.shape == (2, 3, 16, 16)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    pil = ours.text_to_image("a red circle", num_inference_steps=2, height=16, width=16, seed=0)
+    assert isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)
+
+
+def test_image_to_image_matches_diffusers(pair):
+    theirs, ours = pair
+    img2img = StableDiffusionImg2ImgPipeline(**theirs.components)
+    img2img.set_progress_bar_config(disable=True)
+    image = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    kw = dict(strength=0.6, num_inference_steps=10, guidance_scale=3.0)
+    ref = img2img("a red circle", image=image, generator=torch.Generator().manual_seed(3), output_type="np", **kw).images
+    got = ours.image_to_image("a red circle", image, generator=torch.Generator().manual_seed(3), output_type="np", **kw)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+
+
+@pytest.mark.parametrize("in_channels", [4, 9])
+def test_inpaint_matches_diffusers(in_channels):
+    comps = tiny_components(in_channels=in_channels, seed=4)
+    theirs = StableDiffusionInpaintPipeline(**comps)
+    theirs.set_progress_bar_config(disable=True)
+    ours = StableDiffusion.from_diffusers(theirs)
+    ours.progress_bar = False
+    rng = np.random.default_rng(1)
+    image = Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 8:16] = 255
+    mask = Image.fromarray(mask, "L")
+    kw = dict(num_inference_steps=6, guidance_scale=3.0, height=16, width=16)
+    ref = theirs("a yellow diamond", image=image, mask_image=mask, generator=torch.Generator().manual_seed(5),
+                 output_type="np", **kw).images
+    got = ours.inpaint("a yellow diamond", image, mask, generator=torch.Generator().manual_seed(5),
+                       output_type="np", num_inference_steps=6, guidance_scale=3.0)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+
+
+@pytest.mark.parametrize("call, error", [
+    (dict(height=20), "multiple of"),
+    (dict(guidance_scale=-1.0), "guidance_scale"),
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(negative_prompt=["a", "b"]), "negative_prompt"),
+    (dict(scheduler="plms"), "unknown scheduler"),
+    (dict(latents=torch.zeros(1, 4, 3, 3)), "latents must have shape"),
+])
+def test_bad_input_is_refused_before_denoising(pair, call, error):
+    _, ours = pair
+    steps = []
+    with pytest.raises(ValueError, match=error):
+        ours.text_to_image("a red circle", callback=lambda *a: steps.append(a), **call)
+    assert steps == []
+
+
+def test_image_errors(pair):
+    _, ours = pair
+    image = Image.new("RGB", (16, 16))
+    with pytest.raises(ValueError, match="strength"):
+        ours.image_to_image("x", image, strength=1.5)
+    with pytest.raises(ValueError, match="RGB"):
+        ours.image_to_image("x", Image.new("L", (16, 16)))
+    with pytest.raises(ValueError, match="mask must be"):
+        ours.inpaint("x", image, Image.new("L", (8, 8)))
+    with pytest.raises(TypeError, match="prompt"):
+        ours.text_to_image(3)
