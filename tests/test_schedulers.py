@@ -1,0 +1,249 @@
+"""sdlearn's samplers agree with diffusers' step for step, and swap into a diffusers pipeline.
+
+Tolerance: both sides compute in float32 with the same formulas, but not always in the same
+order (e.g. sqrt(ab) * x vs x * sqrt(ab)), so results may differ by a few ulps per step. Over at
+most 1000 steps that stays below 1e-5 relative; we allow rtol = atol = 2e-5 times the sample's
+scale (Euler's samples start at sigma_max ~ 14.6).
+"""
+from __future__ import annotations
+
+import json
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+
+from sdlearn import schedulers as S
+
+SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+          clip_sample=False, set_alpha_to_one=False, steps_offset=1, skip_prk_steps=True, trained_betas=None,
+          _class_name="PNDMScheduler")  # Stable Diffusion v1.x's scheduler_config.json
+DDPM_PAPER = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+COSINE = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+
+PAIRS = {
+    "ddpm": (S.DDPM, diffusers.DDPMScheduler),
+    "ddim": (S.DDIM, diffusers.DDIMScheduler),
+    "dpmsolver++": (S.DPMSolverPP, diffusers.DPMSolverMultistepScheduler),
+    "euler": (S.Euler, diffusers.EulerDiscreteScheduler),
+    "euler_ancestral": (S.EulerAncestral, diffusers.EulerAncestralDiscreteScheduler),
+}
+STOCHASTIC = {"ddpm", "euler_ancestral"}
+
+
+def fake_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A deterministic stand-in for a UNet whose output depends on both x and t."""
+    g = torch.Generator().manual_seed(1)
+    direction = torch.randn(x.shape[1:], generator=g)
+    return 0.3 * x + torch.sin(torch.as_tensor(t, dtype=torch.float32) / 97.0) * direction
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = max(1.0, float(b.abs().max()))
+    return torch.allclose(a.float(), b.float(), rtol=2e-5, atol=2e-5 * scale)
+
+
+def run_both(name: str, config: dict, n: int, begin: int = 0, step_kwargs: dict | None = None, **overrides):
+    """Sample with ours and theirs side by side from the same noise; compare everything each step."""
+    ours_cls, theirs_cls = PAIRS[name]
+    ours, theirs = ours_cls.from_config(config, **overrides), theirs_cls.from_config(config, **overrides)
+    ours.set_timesteps(n)
+    theirs.set_timesteps(n)
+    assert ours.timesteps.dtype == theirs.timesteps.dtype
+    assert torch.allclose(ours.timesteps.double(), theirs.timesteps.double(), atol=1e-3), (ours.timesteps, theirs.timesteps)
+    if hasattr(theirs, "sigmas") and name in ("euler", "euler_ancestral", "dpmsolver++"):
+        assert torch.allclose(ours.sigmas, theirs.sigmas, rtol=1e-6), (ours.sigmas, theirs.sigmas)
+    assert abs(float(ours.init_noise_sigma) - float(theirs.init_noise_sigma)) < 1e-5
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    if begin:  # image-to-image: noise a clean sample to the begin-th timestep, skip the steps above it
+        x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)
+        if hasattr(theirs, "set_begin_index"):  # sigma samplers count steps; DDPM/DDIM look t up
+            ours.set_begin_index(begin)
+            theirs.set_begin_index(begin)
+        t0 = ours.timesteps[begin : begin + 1].repeat(2)
+        x_o, x_t = ours.add_noise(x0, noise, t0), theirs.add_noise(x0, noise, theirs.timesteps[begin : begin + 1].repeat(2))
+        assert close(x_o, x_t)
+    else:
+        x_o, x_t = noise * ours.init_noise_sigma, noise * theirs.init_noise_sigma
+    g_o, g_t = torch.Generator().manual_seed(42), torch.Generator().manual_seed(42)
+    kwargs = dict(step_kwargs or {})
+    for t_o, t_t in zip(ours.timesteps[begin:], theirs.timesteps[begin:]):
+        in_o, in_t = ours.scale_model_input(x_o, t_o), theirs.scale_model_input(x_t, t_t)
+        assert close(in_o, in_t)
+        out_o = ours.step(fake_model(in_o, t_o), t_o, x_o, generator=g_o, **kwargs)
+        out_t = theirs.step(fake_model(in_t, t_t), t_t, x_t, generator=g_t, **kwargs)
+        assert close(out_o.prev_sample, out_t.prev_sample), f"{name} differs at t={float(t_o)}"
+        if getattr(out_t, "pred_original_sample", None) is not None:
+            assert close(out_o.pred_original_sample, out_t.pred_original_sample)
+        x_o, x_t = out_o.prev_sample, out_t.prev_sample
+    assert torch.isfinite(x_o).all()
+    return x_o
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("config", [SD, DDPM_PAPER], ids=["sd", "ddpm_paper"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("n", [7, 25])
+def test_matches_diffusers(name, config, prediction_type, n):
+    run_both(name, config, n, prediction_type=prediction_type)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_timestep_spacings(name, spacing):
+    run_both(name, SD, 20, timestep_spacing=spacing)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_cosine_schedule(name):
+    run_both(name, COSINE, 15)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmsolver++"])
+@pytest.mark.parametrize("n", [10, 20, 30])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_karras_sigmas(name, n, prediction_type):
+    run_both(name, SD, n, use_karras_sigmas=True, prediction_type=prediction_type)
+
+
+def test_full_1000_step_ddpm():
+    run_both("ddpm", DDPM_PAPER, 1000)
+
+
+@pytest.mark.parametrize("case", [
+    ("ddim", dict(step_kwargs={"eta": 1.0})),
+    ("ddim", dict(step_kwargs={"eta": 0.5, "use_clipped_model_output": True}, clip_sample=True)),
+    ("ddim", dict(set_alpha_to_one=True)),
+    ("ddpm", dict(variance_type="fixed_large")),
+    ("ddpm", dict(clip_sample=True, clip_sample_range=0.5)),
+    ("euler", dict(step_kwargs={"s_churn": 1.0, "s_tmin": 0.5, "s_tmax": 5.0})),
+    ("euler", dict(final_sigmas_type="sigma_min")),
+    ("dpmsolver++", dict(solver_type="heun")),
+    ("dpmsolver++", dict(solver_order=1)),
+    ("dpmsolver++", dict(lower_order_final=False)),
+    ("dpmsolver++", dict(euler_at_final=True, final_sigmas_type="sigma_min")),
+    ("dpmsolver++", dict(prediction_type="sample")),
+], ids=lambda c: f"{c[0]}-{'-'.join(c[1])}")
+def test_options(case):
+    name, kw = case
+    run_both(name, SD, 12, **kw)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("karras", [False, True])
+def test_noised_start(name, karras):
+    """add_noise + set_begin_index, as image-to-image uses them."""
+    if karras and name not in ("euler", "dpmsolver++"):
+        pytest.skip("Karras sigmas exist for Euler and DPM-Solver++ only")
+    run_both(name, SD, 20, begin=6, **({"use_karras_sigmas": True} if karras else {}))
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_add_noise_batch_of_timesteps(name):
+    ours_cls, theirs_cls = PAIRS[name]
+    ours, theirs = ours_cls.from_config(SD), theirs_cls.from_config(SD)
+    ours.set_timesteps(10)
+    theirs.set_timesteps(10)
+    x0 = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert close(ours.add_noise(x0, noise, ours.timesteps[[0, 4, 9]]),
+                 theirs.add_noise(x0, noise, theirs.timesteps[[0, 4, 9]]))
+
+
+def test_config_roundtrip_both_ways(tmp_path):
+    """diffusers' config -> ours -> diffusers' class again, and save_pretrained -> from_pretrained."""
+    ours = S.DPMSolverPP.from_config(diffusers.PNDMScheduler.from_config(SD).config, use_karras_sigmas=True)
+    assert ours.config.use_karras_sigmas and ours.config["steps_offset"] == 1 and len(ours) == 1000
+    theirs = diffusers.DPMSolverMultistepScheduler.from_config(ours.config)
+    assert theirs.config.use_karras_sigmas and theirs.config.beta_schedule == "scaled_linear"
+    ours.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "scheduler_config.json").read_text())["_class_name"] == "DPMSolverMultistepScheduler"
+    loaded = diffusers.DPMSolverMultistepScheduler.from_pretrained(tmp_path)
+    assert loaded.config.beta_end == 0.012 and loaded.config.use_karras_sigmas
+    assert S.scheduler_class("EulerDiscreteScheduler") is S.Euler and S.scheduler_class("ddim") is S.DDIM
+
+
+def test_defaults_are_diffusers_defaults():
+    for name, (ours_cls, theirs_cls) in PAIRS.items():
+        theirs = theirs_cls().config
+        for key, value in ours_cls.defaults.items():
+            assert key in theirs, f"{name}: {key} is not a diffusers config key"
+            assert theirs[key] == value or (value != value and theirs[key] != theirs[key]), (name, key)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_errors(name):
+    cls = PAIRS[name][0]
+    s = cls.from_config(SD)
+    x = torch.zeros(1, 4, 8, 8)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        s.step(x, s.timesteps[0], x)
+    for bad in (0, 1001):
+        with pytest.raises(ValueError, match="num_inference_steps.*1 and num_train_timesteps=1000"):
+            s.set_timesteps(bad)
+    with pytest.raises(ValueError, match=r"beta_schedule must be one of .*scaled_linear"):
+        cls(beta_schedule="quadratic")
+    with pytest.raises(ValueError, match=r"prediction_type must be one of .*v_prediction"):
+        cls(prediction_type="flow")
+    with pytest.raises(ValueError, match=r"timestep_spacing must be one of .*trailing"):
+        cls(timestep_spacing="uniform")
+    with pytest.raises(TypeError, match="unknown config keys"):
+        cls(num_steps=10)
+
+
+def test_unsupported_options_are_refused():
+    with pytest.raises(ValueError, match="algorithm_type must be one of"):
+        S.DPMSolverPP(algorithm_type="sde-dpmsolver++")
+    with pytest.raises(ValueError, match="thresholding"):
+        S.DDIM(thresholding=True)
+    with pytest.raises(ValueError, match="unknown scheduler 'pndm'"):
+        S.scheduler_class("pndm")
+
+
+# --- inside a diffusers pipeline --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory):
+    """Tiny random UNet / VAE / CLIP text model and an offline CLIP tokenizer (built once per module)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
+    vae = diffusers.AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                  norm_num_groups=4)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=600, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                                num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
+                                                eos_token_id=1, pad_token_id=1)).eval()
+    # a byte-level BPE vocabulary with no merges: every byte's printable stand-in is its own token
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab[c] = len(vocab)
+    tmp_path = tmp_path_factory.mktemp("tokenizer")
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_diffusers_pipeline_accepts_ours(name, tiny_parts):
+    """The same image from diffusers' StableDiffusionPipeline with our scheduler as with its own."""
+    ours_cls, theirs_cls = PAIRS[name]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    images = []
+    for scheduler in (ours_cls.from_config(SD), theirs_cls.from_config(SD)):
+        pipe = diffusers.StableDiffusionPipeline(scheduler=scheduler, **tiny_parts)
+        pipe.set_progress_bar_config(disable=True)
+        out = pipe("a red circle", num_inference_steps=4, guidance_scale=5.0, height=16, width=16, latents=latents,
+                   generator=torch.Generator().manual_seed(0), output_type="np")
+        images.append(out.images)
+    assert images[0].shape == (1, 16, 16, 3)
+    assert np.abs(images[0] - images[1]).max() < 1e-5  # pixels in [0, 1]; float32 round-off only
