@@ -486,13 +486,15 @@ def diffusers_to_original(parts: Mapping[str, Mapping[str, torch.Tensor]], unet_
 
 # ----------------------------------------------------------------------------- whole pipelines
 def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: bool = False,
-                              version: str | None = None, prediction_type: str | None = None) -> Any:
+                              version: str | None = None, prediction_type: str | None = None,
+                              configs: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
     """Build ``cls`` (``sdlearn.pipeline.StableDiffusion``) from an original single-file checkpoint.
 
     The SD family (``"v1"``/``"v2"``) is read from the text encoder's keys unless ``version`` is given;
-    its configs are ``SD_CONFIGS[version]``. A checkpoint cannot tell eps- from v-prediction: v1 uses
-    ``"epsilon"``, v2 defaults to ``"v_prediction"`` (SD 2.x 768); pass ``prediction_type="epsilon"`` for
-    the 512-px SD 2.x base models.
+    its configs are ``SD_CONFIGS[version]`` unless ``configs`` (same layout: ``"unet"``, ``"vae"``,
+    ``"text_encoder"``, ``"scheduler"``) is given. A checkpoint cannot tell eps- from v-prediction: v1
+    uses ``"epsilon"``, v2 defaults to ``"v_prediction"`` (SD 2.x 768); pass
+    ``prediction_type="epsilon"`` for the 512-px SD 2.x base models.
     """
     from sdlearn import schedulers
     from sdlearn.clip import CLIPTextEncoder
@@ -504,7 +506,7 @@ def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: 
     version = version or detect_version(state_dict)
     if version not in SD_CONFIGS:
         raise ValueError(f"version must be one of {sorted(SD_CONFIGS)} (got {version!r})")
-    configs = SD_CONFIGS[version]
+    configs = SD_CONFIGS[version] if configs is None else configs
     parts = original_to_diffusers(state_dict, configs["unet"], configs["vae"], configs["text_encoder"])
     del state_dict
     modules = {}
