@@ -229,8 +229,11 @@ def tiny_parts(tmp_path_factory):
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, safety_checker=None,
-                feature_extractor=None, requires_safety_checker=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small only lose time to threads spinning on a shared CPU
+    yield dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, safety_checker=None,
+               feature_extractor=None, requires_safety_checker=False)
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
