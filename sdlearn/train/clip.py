@@ -1,0 +1,150 @@
+"""Train the tiny CLIP on Shapes captions: ``python -m sdlearn train clip --seed 0``.
+
+Contrastive pre-training as in CLIP (Radford et al. 2021, Fig. 3): a batch of B images and their
+B captions gives a (B, B) matrix of scaled cosine similarities; a symmetric cross-entropy pulls
+each image towards its caption and away from the others. Shapes captions often fit several
+images of a batch ("a red circle" says nothing of size or place), so every pair whose caption is
+true of the image counts as a positive (``caption_matches``). The result ships as the bundled
+text encoder (``assets/tiny/text_encoder``, transformers layout) and ``assets/tiny_clip``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sdlearn.clip import TINY_CLIP_DIR, TinyCLIP, contrastive_loss
+from sdlearn.data import (COLORS, POSITIONS, SHAPES, SIZES, Attributes, ShapesDataset, caption,
+                          varied_caption)
+from sdlearn.tokenizer import CLIPTokenizer
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+TEXT_ENCODER_DIR = ASSETS / "tiny" / "text_encoder"
+ATTRIBUTES = {"shape": SHAPES, "color": COLORS, "size": SIZES, "position": POSITIONS}
+
+
+def mentioned(text: str) -> dict[str, str]:
+    """The attribute values a caption states, e.g. "a red circle" -> {"color": "red", "shape": "circle"}."""
+    found = {}
+    for name, values in ATTRIBUTES.items():
+        hits = [v for v in values if re.search(rf"\b{v}\b", text)]
+        if hits:
+            found[name] = max(hits, key=len)  # "top center" also contains "center": the longest is meant
+    return found
+
+
+def caption_matches(captions: list[str], attributes: list[Attributes]) -> torch.Tensor:
+    """(B_txt, B_img) bool: is caption i true of image j (every attribute it states agrees)?"""
+    stated = [mentioned(c) for c in captions]
+    return torch.tensor([[all(getattr(a, k) == v for k, v in s.items()) for a in attributes] for s in stated])
+
+
+def render_pool(n: int, seed: int, holdout: bool = True) -> tuple[torch.Tensor, list[Attributes]]:
+    """n renders as uint8 (n, 3, 64, 64) (4x smaller than float) and what each shows."""
+    data = ShapesDataset(n, seed=seed, holdout=holdout, varied=False)
+    images = torch.empty((n, 3, 64, 64), dtype=torch.uint8)
+    for i in tqdm(range(n), desc="rendering", leave=False):
+        images[i] = ((data[i][0] + 1) * 127.5).round().to(torch.uint8)  # (3, 64, 64) [-1, 1] -> [0, 255]
+    return images, [data.attributes(i) for i in range(n)]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0  # uint8 [0, 255] -> float [-1, 1]
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    """(B, 77) ids cut after the longest caption's end token: the causal encoder gives the same states there."""
+    ids = tokenizer(captions)                                            # (B, 77)
+    length = int((ids == tokenizer.end_id).int().argmax(dim=1).max()) + 1
+    return ids[:, :length]                                               # (B, L)
+
+
+@torch.no_grad()
+def evaluate(model: TinyCLIP, tokenizer: CLIPTokenizer, n_batches: int = 10, batch_size: int = 64,
+             seed: int = 10_000, holdout: bool = True) -> dict[str, float]:
+    """Caption -> image retrieval top-1 in batches of fresh renders, and zero-shot accuracy per attribute.
+
+    Retrieval: each canonical caption picks the most similar image of its batch; a hit if that image
+    shows what the caption says (a batch may hold two renders of the same attributes). Zero-shot: each
+    image picks the most similar of all canonical captions (5 x 6 x 2 x 9 = 540); accuracy per
+    attribute of that caption, and of all four at once. ``holdout=False`` renders also the held-out
+    (shape, colour) pairs the training never saw.
+    """
+    model.eval()
+    images, attrs = render_pool(n_batches * batch_size, seed, holdout)
+    all_attrs = [Attributes(s, c, z, p) for s in SHAPES for c in COLORS for z in SIZES for p in POSITIONS]
+    text_emb = torch.cat([model.encode_text(tokenize(tokenizer, [a.caption() for a in all_attrs[i:i + 270]]))
+                          for i in range(0, len(all_attrs), 270)])       # (540, P)
+    index = {a: i for i, a in enumerate(all_attrs)}
+    hits, correct = 0, {k: 0 for k in [*ATTRIBUTES, "all"]}
+    for b in range(n_batches):
+        sl = slice(b * batch_size, (b + 1) * batch_size)
+        img_emb = model.encode_image(to_float(images[sl]))               # (B, P)
+        batch_attrs = attrs[sl]
+        sim = text_emb[[index[a] for a in batch_attrs]] @ img_emb.T       # (B captions, B images)
+        hits += sum(batch_attrs[j] == a for a, j in zip(batch_attrs, sim.argmax(dim=1).tolist()))
+        for a, k in zip(batch_attrs, (img_emb @ text_emb.T).argmax(dim=1).tolist()):
+            p = all_attrs[k]
+            for name in ATTRIBUTES:
+                correct[name] += getattr(p, name) == getattr(a, name)
+            correct["all"] += p == a
+    n = n_batches * batch_size
+    return {"retrieval_top1": hits / n, **{f"zero_shot_{k}": v / n for k, v in correct.items()}}
+
+
+def train(seed: int = 0, steps: int = 2000, batch_size: int = 128, lr: float = 1e-3, pool: int = 6000,
+          text_config: dict | None = None, log_every: int = 100, progress: bool = True) -> TinyCLIP:
+    """Contrastive training from scratch; the same seed gives the same weights (same threads and CPU)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tokenizer = CLIPTokenizer()
+    model = TinyCLIP(text_config)
+    images, attrs = render_pool(pool, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(      # linear warm-up, then cosine decay to 0
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    start = time.time()
+    bar = tqdm(range(steps), desc="tiny CLIP", disable=not progress)
+    for step in bar:
+        idx = rng.choice(pool, size=batch_size, replace=False)
+        batch_attrs = [attrs[i] for i in idx]
+        captions = [varied_caption(a, rng) for a in batch_attrs]
+        logits = model(to_float(images[idx]), tokenize(tokenizer, captions))  # (B images, B captions)
+        loss = contrastive_loss(logits, caption_matches(captions, batch_attrs).T)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.3f}", temp=f"{1 / model.logit_scale.exp().item():.4f}")
+            if not progress:
+                print(f"step {step:5d}  loss {loss.item():.4f}  temperature {1 / model.logit_scale.exp().item():.4f}"
+                      f"  {time.time() - start:.0f}s", flush=True)
+    model.train_seconds = time.time() - start
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sdlearn train clip", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pool", type=int, default=6000, help="number of pre-rendered training images")
+    p.add_argument("--text-encoder-dir", type=Path, default=TEXT_ENCODER_DIR)
+    p.add_argument("--clip-dir", type=Path, default=TINY_CLIP_DIR)
+    p.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
+    args = p.parse_args(argv)
+    model = train(args.seed, args.steps, args.batch_size, args.lr, args.pool, progress=not args.no_progress)
+    print(f"trained in {model.train_seconds / 60:.1f} min")
+    model.save(args.text_encoder_dir, args.clip_dir)
+    reloaded = TinyCLIP.load(args.text_encoder_dir, args.clip_dir)  # evaluate what ships (float16 text weights)
+    for k, v in evaluate(reloaded, CLIPTokenizer()).items():
+        print(f"{k}: {v:.3f}")
+    print(f"saved {args.text_encoder_dir} and {args.clip_dir}")
