@@ -1,0 +1,349 @@
+# %% [markdown]
+# # 01 · Forward noising: how a diffusion model destroys an image
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/01_forward_noising.ipynb)
+#
+# **What you will learn**
+#
+# 1. What a *generative model* is for: sampling from a **joint** distribution, not from separate marginals.
+# 2. The **forward process**: a fixed Markov chain that adds a little Gaussian noise at each of T = 1000 steps, like ink spreading in water.
+# 3. Why we never run that chain in practice: a **closed form** jumps from the clean image x₀ to any step t in one go, and we check numerically that both give the same distribution.
+# 4. **Noise schedules** (linear, Stable Diffusion's scaled-linear, cosine) compared by how much signal they keep (ᾱ) and by their log signal-to-noise ratio, and where their "magic" constants come from.
+# 5. That `sdlearn.schedules` holds exactly this, and agrees with diffusers.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from sdlearn.data import sample_photo, to_pil, to_tensor
+from sdlearn.device import seed_everything
+
+IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
+
+
+def save(fig, name):
+    """Keep every figure as a file too (images/ in the repository)."""
+    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
+
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+
+# %% [markdown]
+# ## 1. What is a generative model for?
+#
+# Suppose you need thousands of fake but believable people, each described by two numbers, (age, height).
+# A statistics office can hand you the **marginal** distribution of each number on its own, say
+# age ~ N(40, 30²) and height ~ N(120, 100²) (cm). Sampling the two independently gives pairs that
+# are each plausible on their own axis but absurd together: toddlers two metres tall, negative heights.
+# What we need is the **joint** distribution p(age, height), where height depends on age.
+# A generative model learns such a joint distribution from examples, and an image is just a very long
+# vector of numbers (a 512×512 RGB image has 786,432 of them) whose joint distribution is what makes it a cat.
+
+# %%
+rng = np.random.default_rng(0)
+n = 2000
+# a synthetic population with a real dependence: children grow, adults stop
+age = np.clip(rng.normal(40, 30, n), 0, 95)
+height = 50 + 125 * (1 - np.exp(-age / 5.5)) + rng.normal(0, 7, n)
+
+# the "statistics office" marginals from the lecture, sampled independently
+age_ind = rng.normal(40, 30, n)
+height_ind = rng.normal(120, 100, n)
+
+
+def unreasonable(a, h):
+    """Pairs nobody would believe: negative age/height, or a child under 5 taller than 1.5 m."""
+    return (a < 0) | (h < 30) | ((a < 5) & (h > 150)) | (h > 250)
+
+
+frac_joint = unreasonable(age, height).mean()
+frac_ind = unreasonable(age_ind, height_ind).mean()
+print(f"unreasonable pairs: joint {frac_joint:.1%}, independent marginals {frac_ind:.1%}")
+assert frac_joint < 0.01 < 0.3 < frac_ind
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True, sharey=True)
+for ax, a, h, title in [(axes[0], age, height, "joint p(age, height)"),
+                        (axes[1], age_ind, height_ind, "independent marginals p(age) p(height)")]:
+    bad = unreasonable(a, h)
+    ax.scatter(a[~bad], h[~bad], s=4, alpha=0.5, label="plausible")
+    ax.scatter(a[bad], h[bad], s=4, alpha=0.5, c="crimson", label=f"unreasonable ({bad.mean():.0%})")
+    ax.set(title=title, xlabel="age (years)", xlim=(-60, 140), ylim=(-200, 450))
+    ax.legend(loc="upper left", markerscale=3)
+axes[0].set_ylabel("height (cm)")
+save(fig, "01_joint_vs_marginals.png")
+plt.show()
+
+# %% [markdown]
+# ## 2. The forward process: ink in water
+#
+# Drop ink into water and it spreads until nothing of the drop's shape is left. A diffusion model does
+# the same to an image x₀ on purpose, in T = 1000 small steps. Step t keeps a fraction √(1−β_t) of the
+# current image and adds Gaussian noise of variance β_t (Ho et al. 2020, Eq. 2):
+#
+# $$q(x_t \mid x_{t-1}) = \mathcal N\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big).$$
+#
+# The β_t are a fixed **schedule**; nothing is learned here. Because each step shrinks the signal and
+# adds noise with variances summing to one (if Var x_{t-1} = 1 then Var x_t = (1−β_t) + β_t = 1),
+# images scaled to [−1, 1] stay at unit scale all the way to pure noise.
+#
+# Let us run this chain, step by step, on a photo.
+
+# %%
+T = 1000
+beta = torch.linspace(1e-4, 0.02, T)  # the DDPM paper's linear schedule (Sec. 4)
+
+x0 = to_tensor(sample_photo("chelsea").resize((128, 96)))  # (3, 96, 128) in [-1, 1]
+show_at = [0, 25, 50, 100, 200, 400, 700, 999]
+x = x0.clone()
+snapshots = {}
+for t in range(T):  # t is 0-based: beta[0] is the paper's beta_1
+    x = (1 - beta[t]).sqrt() * x + beta[t].sqrt() * torch.randn(x.shape, generator=g)
+    if t in show_at:
+        snapshots[t] = x.clone()
+
+fig, axes = plt.subplots(1, len(show_at), figsize=(16, 2.4))
+for ax, t in zip(axes, show_at):
+    ax.imshow(to_pil(snapshots[t].clamp(-1, 1)))
+    ax.set_title(f"t = {t + 1}")
+    ax.axis("off")
+fig.suptitle("the forward chain, iterated step by step (linear schedule)")
+save(fig, "01_forward_chain.png")
+plt.show()
+print(f"std of x after 1000 steps: {snapshots[999].std():.2f} (pure noise has 1)")
+assert abs(float(snapshots[999].std()) - 1) < 0.02
+
+# %% [markdown]
+# ## 3. Jumping straight to step t
+#
+# Training needs noisy images at random t, millions of times; running t steps each time would be
+# absurd. Gaussians compose: two steps give √(1−β₂)(√(1−β₁)x₀ + √β₁ε₁) + √β₂ε₂, whose noise part is a
+# single Gaussian of variance (1−β₂)β₁ + β₂ = 1 − (1−β₁)(1−β₂). By induction, with
+# α_t = 1 − β_t and ᾱ_t = α₁α₂⋯α_t (Ho et al. Eq. 4):
+#
+# $$q(x_t \mid x_0) = \mathcal N\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),
+# \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon.$$
+#
+# ᾱ_t is the fraction of the signal's variance left at step t. Let us check numerically that the
+# chain and the closed form give the same *distribution*: start 20,000 copies of three pixel values,
+# run the chain to t = 300, and compare with one jump.
+
+# %%
+alpha_bar = torch.cumprod(1 - beta, dim=0)
+
+
+def q_sample(x0, t, eps):
+    """x_t in one jump from x_0 (Eq. 4)."""
+    return alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps
+
+
+t_check, copies = 300, 20000
+pixels = torch.tensor([-0.8, 0.1, 0.9]).repeat(copies, 1)  # (copies, 3): three pixels, many noise draws
+chain = pixels.clone()
+for t in range(t_check + 1):
+    chain = (1 - beta[t]).sqrt() * chain + beta[t].sqrt() * torch.randn(chain.shape, generator=g)
+jump = q_sample(pixels, t_check, torch.randn(pixels.shape, generator=g))
+
+expected_mean = alpha_bar[t_check].sqrt() * pixels[0]
+expected_std = (1 - alpha_bar[t_check]).sqrt()
+print("expected mean", expected_mean.numpy().round(2), " std", round(float(expected_std), 2))
+print("chain    mean", chain.mean(0).numpy().round(2), " std", chain.std(0).numpy().round(2))
+print("jump     mean", jump.mean(0).numpy().round(2), " std", jump.std(0).numpy().round(2))
+tol = 5 / math.sqrt(copies)  # 5 standard errors of a mean of unit-scale samples
+assert torch.allclose(chain.mean(0), expected_mean, atol=tol) and torch.allclose(jump.mean(0), expected_mean, atol=tol)
+assert torch.allclose(chain.std(0), expected_std.expand(3), atol=tol)
+
+fig, ax = plt.subplots(figsize=(8, 3.2))
+bins = np.linspace(-2.5, 2.5, 80)
+for i, c in enumerate(["tab:blue", "tab:orange", "tab:green"]):
+    ax.hist(chain[:, i].numpy(), bins, density=True, alpha=0.35, color=c, label=f"chain, x0={pixels[0, i]:.1f}")
+    grid = torch.tensor(bins)
+    pdf = torch.exp(-0.5 * ((grid - expected_mean[i]) / expected_std) ** 2) / (expected_std * math.sqrt(2 * math.pi))
+    ax.plot(bins, pdf.numpy(), color=c, lw=2)
+ax.set(title=f"t = {t_check + 1}: 301 chained steps (histograms) vs the closed form (curves)", xlabel="pixel value")
+ax.legend(fontsize=8)
+save(fig, "01_chain_vs_closed_form.png")
+plt.show()
+
+# %% [markdown]
+# ## 4. Schedules compared
+#
+# How fast the signal disappears is a design choice. Three schedules are common:
+#
+# * **linear** (DDPM): β from 10⁻⁴ to 0.02, evenly.
+# * **scaled_linear** (Stable Diffusion): evenly spaced in √β from √0.00085 to √0.012, then squared.
+#   Its betas stay smaller, because SD's 4×64×64 latents carry information more densely than pixels.
+# * **cosine** (Nichol & Dhariwal 2021): chooses ᾱ_t = cos²(((t/T + s)/(1 + s))·π/2) directly, so
+#   ᾱ falls gently at both ends instead of wiping out a 64×64 image in the first third.
+#
+# Two views: ᾱ_t (signal variance left) and the **log signal-to-noise ratio**
+# log SNR = log(ᾱ/(1−ᾱ)), the quantity samplers such as DPM-Solver step through.
+
+# %%
+from sdlearn import schedules
+
+names = {"linear (DDPM)": schedules.make_betas("linear", 1000, 1e-4, 0.02),
+         "scaled_linear (SD)": schedules.make_betas("scaled_linear", 1000, 0.00085, 0.012),
+         "cosine": schedules.make_betas("squaredcos_cap_v2", 1000)}
+bars = {k: schedules.alpha_bar(b) for k, b in names.items()}
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+steps = np.arange(1, T + 1)
+for k, ab in bars.items():
+    axes[0].plot(steps, ab.numpy(), label=k)
+    axes[1].plot(steps, schedules.log_snr(ab).numpy(), label=k)
+axes[0].set(title="signal variance left, ᾱ_t", xlabel="t")
+axes[1].set(title="log SNR = log(ᾱ / (1 − ᾱ))", xlabel="t")
+axes[1].axhline(0, color="gray", lw=0.8, ls="--")
+axes[0].legend()
+save(fig, "01_schedules.png")
+plt.show()
+
+for k, ab in bars.items():
+    half = int((ab < 0.5).nonzero()[0]) + 1  # first step with SNR < 1
+    print(f"{k:20s} SNR = 1 at t = {half:4d}   ᾱ_T = {float(ab[-1]):.2e}   signal std left at T: {float(ab[-1]) ** 0.5:.3f}")
+
+# %% [markdown]
+# Where do the "magic" end points come from? Since log ᾱ_T = Σ log(1 − β_t) ≈ −Σ β_t for small β,
+# the schedule's end point is fixed by the *sum* of the betas:
+#
+# * linear: Σβ ≈ T·(β₁ + β_T)/2 = 1000 · 0.01005 = 10.05, so ᾱ_T ≈ e^−10.05 ≈ 4.3·10⁻⁵:
+#   the signal's standard deviation is down to 0.0066, pure noise for all practical purposes.
+# * scaled_linear: Σβ = Σ(√β)², the mean square of an even ramp from a to b is (a² + ab + b²)/3,
+#   so Σβ ≈ 1000·(0.00085 + √(0.00085·0.012) + 0.012)/3 ≈ 5.35 and ᾱ_T ≈ e^−5.35 ≈ 0.0047.
+#   SD's last step still keeps 6.9% of the signal's standard deviation! (Lin et al. 2024 call this
+#   a flaw: at sampling time we start from pure noise, which the model never saw in training.)
+#
+# Both are first order in β: log(1 − β) = −β − β²/2 − …, and the next term, −Σβ²/2 (≈ −0.07 for the
+# linear schedule), accounts for what is left. Let us check both derivations against the exact products.
+
+# %%
+approx_linear = math.exp(-1000 * (1e-4 + 0.02) / 2)
+a, b = math.sqrt(0.00085), math.sqrt(0.012)
+approx_scaled = math.exp(-1000 * (a * a + a * b + b * b) / 3)
+exact_linear, exact_scaled = float(bars["linear (DDPM)"][-1]), float(bars["scaled_linear (SD)"][-1])
+print(f"linear:        approx {approx_linear:.2e}  exact {exact_linear:.2e}")
+print(f"scaled_linear: approx {approx_scaled:.4f}  exact {exact_scaled:.4f}")
+second_order = -0.5 * float(names["linear (DDPM)"].double().pow(2).sum())
+print(f"second-order term for linear: {second_order:.3f}")
+assert abs(math.log(approx_linear) - math.log(exact_linear)) < 0.1  # first order: within 10%
+assert abs(math.log(approx_linear) + second_order - math.log(exact_linear)) < 0.005  # second order: 0.5%
+assert abs(math.log(approx_scaled) - math.log(exact_scaled)) < 0.05
+
+# %% [markdown]
+# The same photo, the same noise, at the same t under each schedule: the linear schedule has all but
+# erased the cat by t ≈ 250, while under the cosine schedule its eyes still show at t ≈ 400.
+
+# %%
+x0_small = to_tensor(sample_photo("chelsea").resize((96, 72)))
+eps = torch.randn(x0_small.shape, generator=g)  # one noise draw for all, so only the schedule differs
+ts = [100, 250, 400, 600, 800, 999]
+fig, axes = plt.subplots(3, len(ts), figsize=(13, 5.4))
+for row, (k, ab) in enumerate(bars.items()):
+    for col, t in enumerate(ts):
+        xt = schedules.q_sample(x0_small[None], t, eps[None], ab)[0]
+        axes[row, col].imshow(to_pil(xt.clamp(-1, 1)))
+        axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
+        if row == 0:
+            axes[row, col].set_title(f"t = {t + 1}")
+    axes[row, 0].set_ylabel(k, fontsize=9)
+save(fig, "01_schedules_photos.png")
+plt.show()
+
+# %% [markdown]
+# ## 5. Slide through t yourself
+#
+# Move the slider to see x_t for Stable Diffusion's schedule (the printed numbers are ᾱ_t and the
+# signal-to-noise ratio). On GitHub the widget does not render; run the notebook to use it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import ipywidgets as widgets
+
+ab_sd = bars["scaled_linear (SD)"]
+
+
+def show(t=500):
+    xt = schedules.q_sample(x0_small[None], t - 1, eps[None], ab_sd)[0]
+    fig, ax = plt.subplots(figsize=(3, 2.4))
+    ax.imshow(to_pil(xt.clamp(-1, 1)))
+    ax.set_title(f"t={t}  ᾱ={float(ab_sd[t - 1]):.3f}  SNR={float(schedules.snr(ab_sd[t - 1])):.3g}", fontsize=9)
+    ax.axis("off")
+    plt.show()
+
+
+widgets.interact(show, t=widgets.IntSlider(value=500, min=1, max=1000, step=1, continuous_update=False));
+
+# %% [markdown]
+# ## 6. sdlearn holds the same (and diffusers agrees)
+#
+# `sdlearn.schedules` has the betas, ᾱ, `q_sample` (Eq. 4), the v-target, SNR and the noise level
+# σ = √((1 − ᾱ)/ᾱ) that later samplers use. Our notebook's `q_sample` and diffusers' `DDPMScheduler.add_noise`
+# give the same numbers.
+
+# %%
+import diffusers
+
+theirs = diffusers.DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+assert torch.equal(schedules.make_betas("linear", 1000, 1e-4, 0.02), beta)
+assert torch.allclose(schedules.alpha_bar(beta), theirs.alphas_cumprod)
+batch, noise = x0_small[None].repeat(3, 1, 1, 1), torch.randn(3, *x0_small.shape, generator=g)
+t_batch = torch.tensor([10, 300, 900])
+ours_nb = torch.stack([q_sample(batch[i], int(t_batch[i]), noise[i]) for i in range(3)])
+ours_pkg = schedules.q_sample(batch, t_batch, noise, alpha_bar)
+diff = max((ours_nb - ours_pkg).abs().max(), (ours_pkg - theirs.add_noise(batch, noise, t_batch)).abs().max())
+assert diff < 1e-5
+print("notebook, sdlearn and diffusers agree to within 1e-5")
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** For Stable Diffusion's schedule (`ab_sd`), at which step t (1-based) does the signal-to-noise
+# ratio first fall below 1, i.e. signal and noise have equal variance?
+
+# %%
+# your answer (one possible solution)
+answer_1 = int((schedules.snr(ab_sd) < 1).nonzero()[0]) + 1
+answer_1
+
+# %%
+assert answer_1 == int(torch.argmax((ab_sd < 0.5).int())) + 1
+print("correct!", answer_1)
+
+# %% [markdown]
+# **2.** A noisy image x_t and the exact noise ε that made it are given. Invert Eq. 4 to recover x₀.
+# (This is what a trained noise predictor lets us do approximately: notebook 02.)
+
+# %%
+t2 = 600
+x_t = schedules.q_sample(x0_small[None], t2, eps[None], ab_sd)[0]
+# your answer (one possible solution)
+x0_recovered = (x_t - (1 - ab_sd[t2]).sqrt() * eps) / ab_sd[t2].sqrt()
+
+# %%
+assert torch.allclose(x0_recovered, x0_small, atol=1e-4)
+print("correct!")
+
+# %% [markdown]
+# **3.** Using only the approximation log ᾱ_T ≈ −Σβ_t, what `beta_end` would a linear schedule starting at
+# β₁ = 10⁻⁴ need, over T = 1000 steps, so that ᾱ_T ≈ 10⁻⁶ (signal std 0.001)? Check it with `make_betas`.
+
+# %%
+# your answer (one possible solution): T (b1 + bT) / 2 = ln(1e6)  =>  bT = 2 ln(1e6) / T - b1
+answer_3 = 2 * math.log(1e6) / 1000 - 1e-4
+answer_3
+
+# %%
+ab_end = float(schedules.alpha_bar(schedules.make_betas("linear", 1000, 1e-4, answer_3))[-1])
+assert 0.5e-6 < ab_end < 2e-6, ab_end
+print(f"correct! beta_end = {answer_3:.4f} gives alpha_bar_T = {ab_end:.2e}")
