@@ -14,7 +14,10 @@ import torch
 def get_device(prefer: str | None = None) -> torch.device:
     """The best available device: ``cuda``, then ``mps``, then ``cpu`` (or ``prefer`` if given)."""
     if prefer is not None:
-        return torch.device(prefer)
+        try:
+            return torch.device(prefer)
+        except RuntimeError as e:
+            raise ValueError(f"unknown device {prefer!r}; use 'cuda', 'cuda:N', 'mps' or 'cpu'") from e
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

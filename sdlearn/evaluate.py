@@ -1,0 +1,259 @@
+"""Measuring images: the Shapes attribute reader, prompt-following accuracy, PSNR.
+
+A text-to-image model "follows the prompt" on Shapes when the shape, colour, size and position
+that one can *read* from its image are the ones the caption asked for. ``read_attributes`` reads
+them from any 64x64 image (a render, a VAE reconstruction, a generated sample):
+
+1. **Foreground.** The background colour is the median of the image border; each pixel's
+   distance from it, divided by the shape colour's distance, is its coverage ``alpha`` in [0, 1]
+   (an anti-aliased edge pixel ``p = c*fg + (1-c)*bg`` gets exactly ``alpha = c``). No fixed colour
+   thresholds, so slight colour shifts, blur and background noise move ``alpha`` only a little.
+2. **Colour**: the mean colour of the core pixels (the most distant from the background),
+   named by the nearest palette colour in CIELAB (lightness down-weighted: generators and VAEs
+   shift lightness more than hue).
+3. **Position**: the coverage-weighted centroid, on the 3x3 grid whose cell borders lie halfway
+   between the grid centres of ``sdlearn.data``.
+4. **Size**: the shape's circumradius (farthest covered pixel from the centroid), which is what
+   the renderer scales; a threshold on area would fail, since a large star covers less area than
+   a small circle. The threshold is measured on clean renders, not typed in (``size_threshold``).
+5. **Shape**: a small CNN (``ShapeClassifier``) on the coverage map, cropped around the centroid
+   and rescaled by the circumradius (so it sees every shape at one scale), trained on augmented
+   renders by ``python -m sdlearn train reader --seed 0``; weights ship in ``assets/reader/``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from sdlearn import data
+from sdlearn.data import COLORS, POSITIONS, SHAPES, SIZES, Attributes
+
+READER_DIR = Path(__file__).resolve().parent / "assets" / "reader"
+CROP = 32          # side of the coverage crop the shape classifier sees
+CROP_MARGIN = 1.3  # crop half-width = CROP_MARGIN * circumradius
+ATTRIBUTES = ("shape", "color", "size", "position")
+
+
+# ---------------------------------------------------------------------------------------------
+# input handling
+
+
+def to_batch(images: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+    """A (B, 3, 64, 64) float tensor in [-1, 1] from a tensor of that shape or 64x64 PIL images."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, torch.Tensor):
+        x = images.detach().float().cpu()
+        if x.dim() == 3:
+            x = x[None]
+    elif isinstance(images, (list, tuple)) and all(isinstance(im, Image.Image) for im in images):
+        if len(images) == 0:
+            raise ValueError("images is empty; pass at least one image")
+        x = torch.stack([data.to_tensor(im) for im in images])
+    else:
+        raise TypeError(f"images must be a (B, 3, 64, 64) tensor in [-1, 1] or a list of PIL images, "
+                        f"got {type(images).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (data.IMAGE_SIZE, data.IMAGE_SIZE):
+        raise ValueError(f"images must have shape (B, 3, {data.IMAGE_SIZE}, {data.IMAGE_SIZE}), "
+                         f"got {tuple(x.shape)}")
+    return x.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# foreground, colour, position, size
+
+
+def foreground(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coverage ``alpha`` (B, H, W) in [0, 1], shape colour (B, 3) and background colour (B, 3).
+
+    ``x`` is (B, 3, H, W) in [-1, 1]; colours are returned in the same range.
+    """
+    B, _, H, W = x.shape
+    border = torch.cat([x[:, :, :2].flatten(2), x[:, :, -2:].flatten(2),
+                        x[:, :, 2:-2, :2].flatten(2), x[:, :, 2:-2, -2:].flatten(2)], dim=2)
+    bg = border.median(dim=2).values                                   # (B, 3, N) -> (B, 3)
+    d = (x - bg[:, :, None, None]).norm(dim=1)                         # (B, H, W) distance from bg
+    d_top = d.flatten(1).topk(12, dim=1).values[:, -1]                 # (B,) robust maximum distance
+    core = d >= 0.7 * d_top[:, None, None]                             # (B, H, W) clearly the shape
+    w = core[:, None].float()                                          # (B, 1, H, W)
+    fg = (x * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))                   # (B, 3, H, W) -> (B, 3) mean
+    d_fg = (fg - bg).norm(dim=1).clamp_min(1e-3)                       # (B,)
+    alpha = (d / d_fg[:, None, None]).clamp(0, 1)                      # (B, H, W)
+    return alpha, fg, bg
+
+
+def _srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) sRGB in [0, 1] -> CIELAB (D65), the colour space where distance ~ perceived difference."""
+    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / torch.tensor([0.95047, 1.0, 1.08883])
+    f = torch.where(xyz > (6 / 29) ** 3, xyz.clamp_min(1e-8) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+_LAB_WEIGHT = torch.tensor([0.5, 1.0, 1.0])  # lightness counts half as much as hue/chroma
+
+
+def read_color(fg: torch.Tensor) -> list[str]:
+    """Name shape colours (B, 3) in [-1, 1] by the nearest palette colour in CIELAB."""
+    palette = torch.tensor([data.RGB[c] for c in COLORS], dtype=torch.float32) / 255  # (6, 3)
+    lab = _srgb_to_lab((fg + 1) / 2)                                                 # (B, 3)
+    dist = ((lab[:, None] - _srgb_to_lab(palette)[None]) * _LAB_WEIGHT).norm(dim=-1)  # (B, 6)
+    return [COLORS[i] for i in dist.argmin(dim=1).tolist()]
+
+
+def _solid(alpha: torch.Tensor) -> torch.Tensor:
+    """Pixels at least half covered whose 3x3 neighbourhood is mostly covered too (drops specks)."""
+    m = (alpha > 0.5).float()[:, None]                                     # (B, 1, H, W)
+    return (F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False) > 0.4)[:, 0] & (m[:, 0] > 0)
+
+
+def centroid_and_radius(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coverage-weighted centroid (B, 2) as (x, y) pixels, and circumradius (B,) in pixels."""
+    B, H, W = alpha.shape
+    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    w = ((alpha - 0.25) / 0.5).clamp(0, 1)            # ramp centred at 1/2: background noise -> 0
+    mass = w.sum(dim=(1, 2)).clamp_min(1e-6)
+    cx = (w * xs).sum(dim=(1, 2)) / mass
+    cy = (w * ys).sum(dim=(1, 2)) / mass
+    dist = ((xs - cx[:, None, None]) ** 2 + (ys - cy[:, None, None]) ** 2).sqrt()  # (B, H, W)
+    radius = (dist * _solid(alpha)).flatten(1).max(dim=1).values + 0.5            # (B,)
+    return torch.stack([cx, cy], dim=1), radius
+
+
+def read_position(center: torch.Tensor) -> list[str]:
+    """Grid position of centroids (B, 2): cell borders halfway between the grid centres."""
+    grid = torch.tensor(data._GRID) * data.IMAGE_SIZE
+    edges = (grid[1:] + grid[:-1]) / 2                                 # (2,) pixel borders
+    col = torch.bucketize(center[:, 0].contiguous(), edges)
+    row = torch.bucketize(center[:, 1].contiguous(), edges)
+    return [POSITIONS[3 * r + c] for r, c in zip(row.tolist(), col.tolist())]
+
+
+@functools.lru_cache(maxsize=1)
+def size_threshold() -> float:
+    """Circumradius (pixels) between small and large, measured on un-jittered renders of every
+    shape: the geometric mean of the largest "small" and the smallest "large" radius read."""
+    def radii(size: str) -> torch.Tensor:
+        x = torch.stack([data.to_tensor(data.render(s, "blue", size, "center")) for s in SHAPES])
+        return centroid_and_radius(foreground(x)[0])[1]
+    return float((radii("small").max() * radii("large").min()).sqrt())
+
+
+def read_size(radius: torch.Tensor) -> list[str]:
+    return [SIZES[int(r > size_threshold())] for r in radius.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------
+# shape
+
+
+class ShapeClassifier(nn.Module):
+    """A small CNN: coverage crop (B, 1, 32, 32) -> shape logits (B, len(SHAPES))."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        c = width
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.SiLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1, stride=2), nn.SiLU())
+        self.features = nn.Sequential(block(1, c // 2), block(c // 2, c), block(c, 2 * c))  # 32 -> 4
+        self.head = nn.Linear(2 * c * 16, len(SHAPES))
+
+    def forward(self, crop: torch.Tensor) -> torch.Tensor:
+        h = self.features(crop)                     # (B, 1, 32, 32) -> (B, 2c, 4, 4)
+        return self.head(h.flatten(1))              # (B, 2c*16) -> (B, 5)
+
+
+def shape_crops(alpha: torch.Tensor, center: torch.Tensor, radius: torch.Tensor,
+                scale: torch.Tensor | None = None, angle: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop coverage maps (B, H, W) to (B, 1, CROP, CROP) around ``center``, half-width
+    ``CROP_MARGIN * radius`` (times ``scale``, rotated by ``angle``: training augmentations)."""
+    B, H, W = alpha.shape
+    half = CROP_MARGIN * radius.clamp(4, H / 2) * (1 if scale is None else scale)   # (B,) pixels
+    cos, sin = (torch.ones(B), torch.zeros(B)) if angle is None else (angle.cos(), angle.sin())
+    theta = torch.zeros(B, 2, 3)                     # affine map crop coords -> image coords in [-1, 1]
+    theta[:, 0, 0], theta[:, 0, 1] = cos * half / (W / 2), -sin * half / (W / 2)
+    theta[:, 1, 0], theta[:, 1, 1] = sin * half / (H / 2), cos * half / (H / 2)
+    theta[:, 0, 2] = center[:, 0] / (W / 2) - 1
+    theta[:, 1, 2] = center[:, 1] / (H / 2) - 1
+    grid = F.affine_grid(theta, (B, 1, CROP, CROP), align_corners=False)
+    return F.grid_sample(alpha[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@functools.lru_cache(maxsize=1)
+def load_shape_classifier(folder: str | None = None) -> ShapeClassifier:
+    """The bundled shape classifier (``assets/reader/``), in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder) if folder is not None else READER_DIR
+    weights = folder / "shape_classifier.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} missing: train it with `python -m sdlearn train reader --seed 0`")
+    config = json.loads((folder / "config.json").read_text())
+    if tuple(config["shapes"]) != SHAPES:
+        raise ValueError(f"reader was trained for shapes {config['shapes']}, sdlearn.data has {SHAPES}")
+    model = ShapeClassifier(width=config["width"])
+    model.load_state_dict(load_file(weights), strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+@torch.no_grad()
+def read_attributes(images: torch.Tensor | Sequence[Image.Image]) -> list[Attributes]:
+    """Read shape, colour, size and position from Shapes images.
+
+    ``images``: a (B, 3, 64, 64) tensor in [-1, 1] or a list of 64x64 PIL images.
+    """
+    x = to_batch(images)
+    alpha, fg, _ = foreground(x)
+    center, radius = centroid_and_radius(alpha)
+    logits = load_shape_classifier()(shape_crops(alpha, center, radius))
+    shapes = [SHAPES[i] for i in logits.argmax(dim=1).tolist()]
+    return [Attributes(*a) for a in zip(shapes, read_color(fg), read_size(radius), read_position(center))]
+
+
+def attribute_accuracy(images: torch.Tensor | Sequence[Image.Image] | Sequence[Attributes],
+                       attributes: Sequence[Attributes]) -> dict[str, float]:
+    """Fraction of images whose read shape, colour, size, position match ``attributes``, and
+    ``"all"``: the fraction with all four right. ``images`` may also be already read attributes."""
+    read = list(images) if (isinstance(images, (list, tuple)) and images
+                            and isinstance(images[0], Attributes)) else read_attributes(images)
+    if len(read) != len(attributes):
+        raise ValueError(f"got {len(read)} images but {len(attributes)} attributes; they must match")
+    acc = {k: sum(getattr(r, k) == getattr(a, k) for r, a in zip(read, attributes)) / len(read)
+           for k in ATTRIBUTES}
+    acc["all"] = sum(r == a for r, a in zip(read, attributes)) / len(read)
+    return acc
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
+         data_range: float = 2.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), over the whole batch.
+
+    ``a``, ``b``: tensors of one shape, in [-1, 1] by default (``data_range=2``). ``mask``
+    (broadcastable to ``a``, 1 = counted) restricts the MSE to some pixels, e.g. the foreground,
+    since on Shapes the flat background otherwise dominates the score.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    err = (a.detach().float() - b.detach().float()) ** 2
+    if mask is None:
+        mse = err.mean()
+    else:
+        w = torch.broadcast_to(mask.detach().float().to(err.device), err.shape)
+        if w.sum() == 0:
+            raise ValueError("mask selects no pixels")
+        mse = (err * w).sum() / w.sum()
+    return float(10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-12)))

@@ -1,0 +1,129 @@
+"""Pictures for the notebooks: image grids with captions, and cross-attention heatmaps."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdlearn.data import to_pil
+
+ImageLike = Image.Image | torch.Tensor
+
+
+def as_pil_list(images: ImageLike | Sequence[ImageLike]) -> list[Image.Image]:
+    """PIL images from a PIL image, a list of them, or tensors (3, H, W) / (B, 3, H, W) in [-1, 1]."""
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images[None]
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"image tensors must be (B, 3, H, W) or (3, H, W) in [-1, 1], got {tuple(images.shape)}")
+        return [to_pil(x.expand(3, -1, -1)) for x in images]
+    out = []
+    for im in images:
+        if not isinstance(im, (Image.Image, torch.Tensor)):
+            raise TypeError(f"images must be PIL images or tensors in [-1, 1], got {type(im).__name__}")
+        out += as_pil_list(im)
+    return out
+
+
+def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
+               captions: Sequence[str] | None = None, scale: int = 1, pad: int = 2,
+               figsize: float = 1.6, fontsize: int = 7):
+    """Lay images out in a grid, ``nrow`` images per row (default: about square).
+
+    Without ``captions``: one PIL image (each image upscaled ``scale`` times, ``pad`` pixels
+    apart on white). With ``captions``: a matplotlib figure, one caption under each image.
+    """
+    pils = as_pil_list(images)
+    n = len(pils)
+    if n == 0:
+        raise ValueError("images is empty")
+    nrow = nrow or math.ceil(math.sqrt(n))
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    nrows = math.ceil(n / nrow)
+    if captions is not None:
+        if len(captions) != n:
+            raise ValueError(f"got {n} images but {len(captions)} captions")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(nrows, nrow, figsize=(figsize * nrow, figsize * nrows * 1.12), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, im, text in zip(axes.flat, pils, captions):
+            ax.imshow(im, interpolation="nearest" if im.width <= 128 else "antialiased")
+            ax.set_title(_wrap(text, 22), fontsize=fontsize)
+        fig.tight_layout()
+        return fig
+    w, h = pils[0].width * scale, pils[0].height * scale
+    grid = Image.new("RGB", (nrow * w + (nrow + 1) * pad, nrows * h + (nrows + 1) * pad), "white")
+    for i, im in enumerate(pils):
+        r, c = divmod(i, nrow)
+        grid.paste(im.convert("RGB").resize((w, h), Image.Resampling.NEAREST), (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def _wrap(text: str, width: int) -> str:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join(lines + [line])
+
+
+def show_images(images: ImageLike | Sequence[ImageLike], captions: Sequence[str] | None = None,
+                nrow: int | None = None, title: str | None = None, save: str | None = None, **kwargs):
+    """Show images in a notebook as a captioned matplotlib grid; optionally save it to ``save``."""
+    import matplotlib.pyplot as plt
+
+    pils = as_pil_list(images)
+    fig = image_grid(pils, nrow=nrow, captions=captions if captions is not None else [""] * len(pils), **kwargs)
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout()
+    if save:
+        fig.savefig(save, dpi=110, bbox_inches="tight")
+    plt.show()
+    return fig
+
+
+def plot_attention_maps(image: ImageLike, maps: torch.Tensor | np.ndarray, tokens: Sequence[str],
+                        alpha: float = 0.55, cmap: str = "jet", figsize: float = 1.8):
+    """Overlay per-token attention maps on an image: the image, then one panel per token.
+
+    ``maps``: (T, h, w), one map per token (any h, w: upsampled bilinearly to the image), each
+    normalised to [0, 1] for display.
+    """
+    import matplotlib.pyplot as plt
+
+    img = as_pil_list(image)[0]
+    maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).detach().float().cpu()
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be (T, h, w), got {tuple(maps.shape)}")
+    if len(tokens) != maps.shape[0]:
+        raise ValueError(f"got {maps.shape[0]} maps but {len(tokens)} tokens")
+    up = torch.nn.functional.interpolate(maps[:, None], size=(img.height, img.width), mode="bilinear",
+                                         align_corners=False)[:, 0]                  # (T, h, w) -> (T, H, W)
+    lo = up.flatten(1).min(1).values[:, None, None]
+    hi = up.flatten(1).max(1).values[:, None, None]
+    up = (up - lo) / (hi - lo).clamp_min(1e-8)
+    fig, axes = plt.subplots(1, len(tokens) + 1, figsize=(figsize * (len(tokens) + 1), figsize * 1.15))
+    axes = np.atleast_1d(axes)
+    axes[0].imshow(img)
+    axes[0].set_title("image", fontsize=8)
+    for ax, m, tok in zip(axes[1:], up, tokens):
+        ax.imshow(img)
+        ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+        ax.set_title(tok, fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
