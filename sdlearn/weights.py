@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import safetensors.torch
+import torch
+
+from sdlearn import configs
 
 StateDict = dict[str, torch.Tensor]
 
@@ -51,47 +53,18 @@ OPENCLIP_PREFIX = "cond_stage_model.model."    # v2: OpenCLIP ViT-H/14 (open_cli
 
 
 # ----------------------------------------------------------------------------- the SD configs
-# The diffusers/transformers config.json contents of the two families (hub: stable-diffusion-v1-5,
-# stabilityai/stable-diffusion-2-1), written out so that single files load with no network.
+# What a single file needs beside its weights: the architectures (sdlearn.configs holds the
+# diffusers/transformers config.json contents) and the scheduler config of each family.
 _SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
               "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
               "steps_offset": 1, "timestep_spacing": "leading"}
-_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4,
-        "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "act_fn": "silu",
-        "norm_num_groups": 32, "scaling_factor": 0.18215}
-_UNET = {"in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-         "mid_block_type": "UNetMidBlock2DCrossAttn", "block_out_channels": [320, 640, 1280, 1280],
-         "flip_sin_to_cos": True, "freq_shift": 0, "downsample_padding": 1, "mid_block_scale_factor": 1,
-         "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5}
-
 SD_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
-    # Stable Diffusion v1.x: 64x64 latents (512 px), CLIP ViT-L/14 text (768-d, 12 layers), eps-prediction.
-    "v1": {
-        "unet": {**_UNET, "sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8,
-                 "use_linear_projection": False},
-        "vae": {**_VAE, "sample_size": 512},
-        "text_encoder": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
-                         "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
-                         "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 768,
-                         "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
-        "scheduler": {**_SCHEDULER, "prediction_type": "epsilon"},
-    },
-    # Stable Diffusion v2.x (2.1, 768 px): 96x96 latents, OpenCLIP ViT-H/14 text (1024-d, its penultimate
-    # layer: 23 of 24 layers), per-level head counts (diffusers calls them attention_head_dim), linear
-    # projections in the transformer blocks, v-prediction.
-    "v2": {
-        "unet": {**_UNET, "sample_size": 96, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
-                 "use_linear_projection": True, "upcast_attention": True},
-        "vae": {**_VAE, "sample_size": 768},
-        "text_encoder": {"vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096,
-                         "num_hidden_layers": 23, "num_attention_heads": 16, "max_position_embeddings": 77,
-                         "hidden_act": "gelu", "layer_norm_eps": 1e-5, "projection_dim": 512,
-                         "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
-        "scheduler": {**_SCHEDULER, "prediction_type": "v_prediction"},
-    },
+    # v1.x: 64x64 latents (512 px), OpenAI CLIP ViT-L/14 text (768-d), eps-prediction.
+    "v1": {"unet": configs.SD15_UNET, "vae": configs.SD_VAE, "text_encoder": configs.CLIP_VIT_L_TEXT,
+           "scheduler": {**_SCHEDULER, "prediction_type": "epsilon"}},
+    # v2.x (2.1, 768 px): 96x96 latents, OpenCLIP ViT-H/14 text (1024-d, 23 of its 24 layers), v-prediction.
+    "v2": {"unet": configs.SD21_UNET, "vae": configs.SD_VAE | {"sample_size": 768},
+           "text_encoder": configs.OPENCLIP_VIT_H_TEXT, "scheduler": {**_SCHEDULER, "prediction_type": "v_prediction"}},
 }
 
 
@@ -407,6 +380,16 @@ def _strip_text_model_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDic
     return {k.removeprefix("text_model."): v for k, v in state_dict.items()}
 
 
+def match_text_model_prefix(state_dict: Mapping[str, torch.Tensor], module: torch.nn.Module) -> StateDict:
+    """Name CLIP text-encoder keys as ``module`` does: with the ``text_model.`` prefix (transformers < 5,
+    the hub's files) or without it (transformers 5's ``CLIPTextModel``). Other state dicts pass unchanged."""
+    state_dict = dict(state_dict)
+    if any(k.startswith("text_model.") for k in module.state_dict()):
+        return {("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in state_dict.items()} \
+            if any(k.startswith("embeddings.") for k in state_dict) else state_dict
+    return _strip_text_model_prefix(state_dict)
+
+
 def _component(state_dict: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
@@ -512,10 +495,12 @@ def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: 
     modules = {}
     for name, klass in (("unet", UNet), ("vae", VAE), ("text_encoder", CLIPTextEncoder)):
         modules[name] = klass.from_config(dict(configs[name]))
-        load_into(modules[name], parts.pop(name))
+        load_into(modules[name], match_text_model_prefix(parts.pop(name), modules[name]))
     scheduler_config = dict(configs["scheduler"])
     if prediction_type is not None:
         scheduler_config["prediction_type"] = prediction_type
-    tokenizer = CLIPTokenizer() if version == "v1" else CLIPTokenizer(pad_token_id=0)  # SD 2 pads with "!" (id 0)
+    tokenizer = CLIPTokenizer()
+    if version == "v2":
+        tokenizer.pad_id = 0  # SD 2 pads prompts with "!" (id 0), SD 1 with <|endoftext|>
     return cls(modules["unet"], modules["vae"], modules["text_encoder"], tokenizer,
                schedulers.DPMSolverPP.from_config(scheduler_config))

@@ -347,3 +347,31 @@ def test_save_file_and_load_folder_round_trip(sd, tmp_path):
     W.save_file({"text_model." + k: v for k, v in parts["text_encoder"].items()},
                 folder / "text_encoder" / "model.safetensors")
     assert_same_state(W.load_folder(folder / "text_encoder")[1], parts["text_encoder"])
+
+
+# ----------------------------------------------------------------------------- sdlearn's own modules
+def test_single_file_into_sdlearn_modules_matches_diffusers(sd, tmp_path):
+    """An original-layout file read by ``pipeline_from_single_file`` into sdlearn's UNet / VAE /
+    CLIPTextEncoder computes what diffusers' single-file loader's models compute."""
+    from sdlearn.pipeline import StableDiffusion
+
+    version, models, parts = sd
+    cfg = CONFIGS[version]
+    original = W.diffusers_to_original(parts, cfg["unet"], cfg["vae"], KIND[version])
+    path = W.save_file(original, tmp_path / "sd.safetensors")
+    pipe = diffusers_single_file(path, diffusers_folder(tmp_path / "config", models))
+    ours = W.pipeline_from_single_file(StableDiffusion, path, configs={**cfg, "scheduler": W.SD_CONFIGS[version]["scheduler"]})
+    assert ours.scheduler.config["prediction_type"] == {"v1": "epsilon", "v2": "v_prediction"}[version]
+    assert ours.tokenizer.pad_id == {"v1": ours.tokenizer.end_id, "v2": 0}[version]
+
+    g = torch.Generator().manual_seed(1)
+    x, context = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, 32, generator=g)
+    image, ids = torch.randn(1, 3, 16, 16, generator=g), torch.randint(0, 1000, (1, 77), generator=g)
+    with torch.no_grad():
+        pairs = [(ours.unet(x, 10, context), pipe.unet(x, 10, context).sample),
+                 (ours.vae.encode(image).mean, pipe.vae.encode(image).latent_dist.mean),
+                 (ours.vae.decode(x), pipe.vae.decode(x).sample),
+                 (ours.text_encoder(ids), pipe.text_encoder(ids).last_hidden_state)]
+    for mine, theirs in pairs:
+        # same float32 weights, same maths in a different order of operations: round-off only
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
