@@ -22,7 +22,7 @@ from torch import nn
 
 from sdlearn.attention import Attention
 
-__all__ = ["UNet", "timestep_embedding", "ResnetBlock", "Transformer2D", "DEFAULT_CONFIG", "SD15_CONFIG", "SD21_CONFIG"]
+__all__ = ["UNet", "timestep_embedding", "ResnetBlock", "Transformer2D", "DEFAULT_CONFIG"]
 
 # diffusers' UNet2DConditionModel defaults for the keys sdlearn reads (its config.json may omit any).
 DEFAULT_CONFIG: dict = {
@@ -38,22 +38,6 @@ DEFAULT_CONFIG: dict = {
     "upcast_attention": False, "resnet_time_scale_shift": "default", "time_embedding_type": "positional",
     "conv_in_kernel": 3, "conv_out_kernel": 3, "class_embed_type": None, "addition_embed_type": None,
     "encoder_hid_dim_type": None, "dual_cross_attention": False,
-}
-# The UNet config.json of Stable Diffusion v1.5 (859,520,964 parameters; v1.1-v1.4 share it).
-SD15_CONFIG: dict = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "flip_sin_to_cos": True, "freq_shift": 0,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "norm_num_groups": 32,
-    "norm_eps": 1e-5, "cross_attention_dim": 768, "attention_head_dim": 8, "act_fn": "silu",
-    "downsample_padding": 1, "mid_block_scale_factor": 1, "center_input_sample": False,
-}
-# The UNet config.json of Stable Diffusion v2.1 (768 px): OpenCLIP-H context (1024), 64-dim heads
-# ([5, 10, 20, 20] heads per block), linear projections, attention upcast to float32.
-SD21_CONFIG: dict = {
-    **SD15_CONFIG, "sample_size": 96, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
-    "use_linear_projection": True, "upcast_attention": True, "dual_cross_attention": False,
-    "only_cross_attention": False, "num_class_embeds": None,
 }
 # Config values that change the architecture in ways sdlearn does not build (not used by SD v1.x/v2.x).
 _SUPPORTED = {"mid_block_type": ("UNetMidBlock2DCrossAttn",), "act_fn": ("silu",),

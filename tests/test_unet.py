@@ -7,7 +7,8 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import get_timestep_embedding
 
 from sdlearn.attention import capture_attention
-from sdlearn.unet import SD15_CONFIG, SD21_CONFIG, UNet, timestep_embedding
+from sdlearn.configs import SD15_UNET, SD21_UNET
+from sdlearn.unet import UNet, timestep_embedding
 
 # Tolerance. Both models run the same float32 operations in the same order, so on one machine the
 # outputs agree bit for bit (observed max |diff| = 0). Across CPUs/BLAS builds the kernels may sum in a
@@ -29,7 +30,7 @@ def pair(config: dict, seed: int = 0) -> tuple[UNet, UNet2DConditionModel]:
     torch.manual_seed(seed)
     ours = UNet.from_config(config).eval()
     with torch.device("meta"):
-        ref = UNet2DConditionModel(**config)
+        ref = UNet2DConditionModel.from_config(config)
     ref.load_state_dict(ours.state_dict(), strict=True, assign=True)
     return ours, ref.eval()
 
@@ -77,7 +78,7 @@ def test_reduced_configs_match_diffusers(name):
 
 def test_gradients_match_diffusers():
     ours, ref = pair(REDUCED["v2"])
-    ref2 = UNet2DConditionModel(**REDUCED["v2"])             # separate parameters for separate .grad
+    ref2 = UNet2DConditionModel.from_config(REDUCED["v2"])           # separate parameters for separate .grad
     ref2.load_state_dict(ref.state_dict())
     x, context, t = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 40), torch.tensor([3, 700])
     ours(x, t, context).square().mean().backward()
@@ -152,7 +153,7 @@ def test_capture_attention_in_unet():
     assert maps["mid_block.attentions.0.transformer_blocks.0.attn2"][0].shape == (2, 4, 4 * 4, 7)
 
 
-@pytest.mark.parametrize("config,params", [(SD15_CONFIG, 859_520_964), (SD21_CONFIG, 865_910_724)],
+@pytest.mark.parametrize("config,params", [(SD15_UNET, 859_520_964), (SD21_UNET, 865_910_724)],
                          ids=["sd15", "sd21"])
 def test_full_size_sd_unets_match_diffusers(config, params):
     ours, ref = pair(config)   # ~3.4 GB of float32 weights, shared by both models
