@@ -82,7 +82,6 @@ class StableDiffusion:
         ``scheduler/``), or a hub id such as ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` when
         online. Only safetensors weights are read."""
         from sdlearn.clip import CLIPTextEncoder
-        from sdlearn.tokenizer import CLIPTokenizer
         from sdlearn.unet import UNet
         from sdlearn.vae import VAE
 
@@ -92,8 +91,7 @@ class StableDiffusion:
         for part in ("unet", "vae", "text_encoder"):
             if not (folder / part).is_dir():
                 raise ValueError(f"{folder} is not a diffusers Stable Diffusion folder: {part}/ is missing")
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer") if (folder / "tokenizer").is_dir() \
-            else CLIPTokenizer()
+        tokenizer = _load_tokenizer(folder / "tokenizer")
         pipe = cls(UNet.from_pretrained(folder / "unet"), VAE.from_pretrained(folder / "vae"),
                    CLIPTextEncoder.from_pretrained(folder / "text_encoder"), tokenizer,
                    _load_scheduler(folder / "scheduler"))
@@ -124,8 +122,8 @@ class StableDiffusion:
             mine = klass.from_config(config)
             mine.load_state_dict(theirs.state_dict(), strict=True)
             parts[name] = mine.to(theirs.device, theirs.dtype)
-        tok = pipe.tokenizer
-        tokenizer = CLIPTokenizer(pad_token_id=tok.pad_token_id) if hasattr(tok, "pad_token_id") else CLIPTokenizer()
+        tokenizer = CLIPTokenizer()
+        tokenizer.pad_id = getattr(pipe.tokenizer, "pad_token_id", tokenizer.pad_id)  # v2 pads with "!" (id 0)
         scheduler = _DIFFUSERS_SCHEDULERS.get(type(pipe.scheduler).__name__, ours.DPMSolverPP).from_config(
             dict(pipe.scheduler.config))
         return cls(parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, scheduler)
@@ -417,6 +415,20 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     if seed is not None and generator is not None:
         raise ValueError("give either seed or generator, not both")
     return torch.Generator("cpu").manual_seed(seed) if seed is not None else generator
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    """Our CLIP tokenizer, with the padding token a diffusers ``tokenizer/`` folder asks for
+    (SD v1 pads with <|endoftext|>, SD v2 with "!")."""
+    from sdlearn.tokenizer import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer()
+    path = folder / "special_tokens_map.json"
+    pad = json.loads(path.read_text()).get("pad_token") if path.exists() else None
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    if pad is not None:
+        tokenizer.pad_id = tokenizer.encoder.get(pad, tokenizer.encoder.get(pad + "</w>", tokenizer.pad_id))
+    return tokenizer
 
 
 def _load_scheduler(folder: Path) -> Any:

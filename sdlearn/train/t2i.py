@@ -107,7 +107,7 @@ def cache_dataset(args: argparse.Namespace, device: torch.device) -> dict[str, t
 def main(argv: list[str] | None = None) -> None:
     from accelerate import Accelerator
 
-    from sdlearn.schedules import alpha_bar_from_config
+    from sdlearn.schedules import alpha_bar, make_betas, q_sample
     from sdlearn.unet import UNet
 
     args = parse_args(argv)
@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     warmup = min(500, args.steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
         0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
-    alpha_bar = alpha_bar_from_config(SCHEDULER_CONFIG).to(device)          # (1000,)
+    c = SCHEDULER_CONFIG
+    a_bar = alpha_bar(make_betas(c["beta_schedule"], c["num_train_timesteps"], c["beta_start"],
+                                 c["beta_end"])).to(device)                 # (1000,) cumulative prod of 1 - beta
 
     step, log = 0, []
     ckpt = args.run_dir / "checkpoint.safetensors"
@@ -157,11 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale  # z0 ~ q(z|x), scaled
         cap = caption[idx].clone()
         cap[torch.rand(args.batch_size, generator=gen) < args.caption_dropout] = 0           # "" for CFG
-        t = torch.randint(len(alpha_bar), (args.batch_size,), generator=gen)
+        t = torch.randint(len(a_bar), (args.batch_size,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         z0, t, eps = z0.to(device), t.to(device), eps.to(device)
-        a = alpha_bar[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps                              # q(z_t | z_0), Ho et al. Eq. 4
+        zt = q_sample(z0, t, eps, a_bar)                                       # q(z_t | z_0), Ho et al. Eq. 4
         loss = F.mse_loss(unet(zt, t, states[cap.to(device)]), eps)            # L_simple
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
