@@ -115,15 +115,27 @@ def test_round_trip_from_diffusers_is_exact(sd):
     assert_same_state(W.diffusers_to_original(back, cfg["unet"], cfg["vae"], KIND[version]), original)
 
 
-def test_diffusers_single_file_loader_reads_what_we_write(sd, tmp_path):
-    """We write an original-layout file; diffusers' loader must find exactly our weights in it, and the
-    models it builds must compute what ours compute."""
+@pytest.fixture(scope="module")
+def single_file(sd, tmp_path_factory):
+    """Our original-layout file of the ``sd`` models, and diffusers' single-file loader's pipeline from it."""
     version, models, parts = sd
     cfg = CONFIGS[version]
     original = W.diffusers_to_original(parts, cfg["unet"], cfg["vae"], KIND[version])
     assert W.detect_version(original) == version
-    path = W.save_file(original, tmp_path / "sd.safetensors")
-    pipe = diffusers_single_file(path, diffusers_folder(tmp_path / "config", models))
+    if version == "v2":  # real SD 2 files also hold OpenCLIP's projection and temperature: unused by SD
+        original["cond_stage_model.model.text_projection"] = torch.randn(32, 16)
+        original["cond_stage_model.model.logit_scale"] = torch.tensor(4.6)
+    original["alphas_cumprod"] = torch.linspace(1, 0, 1000)  # the training schedule: ignored by both
+    tmp = tmp_path_factory.mktemp(version)
+    path = W.save_file(original, tmp / "sd.safetensors")
+    return path, diffusers_single_file(path, diffusers_folder(tmp / "config", models))
+
+
+def test_diffusers_single_file_loader_reads_what_we_write(sd, single_file):
+    """We write an original-layout file; diffusers' loader must find exactly our weights in it, and the
+    models it builds must compute what the models we started from compute."""
+    version, models, parts = sd
+    _, pipe = single_file
     theirs = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
     for name in parts:
         assert_same_state(theirs[name].state_dict(), parts[name])
@@ -133,26 +145,17 @@ def test_diffusers_single_file_loader_reads_what_we_write(sd, tmp_path):
         assert torch.equal(mine[name], reference[name]), name
 
 
-def test_we_read_what_diffusers_reads(sd, tmp_path):
-    """Load an original-layout file both ways (diffusers' loader, and ours into fresh models)."""
-    version, models, parts = sd
+def test_we_read_what_diffusers_reads(sd, single_file):
+    """Read the original-layout file both ways: our conversion gives diffusers' loader's state dicts,
+    and they fit diffusers' modules key for key (so the models compute the same, as tested above)."""
+    version, _, _ = sd
     cfg = CONFIGS[version]
-    original = W.diffusers_to_original(parts, cfg["unet"], cfg["vae"], KIND[version])
-    if version == "v2":  # real SD 2 files also hold OpenCLIP's projection and temperature: unused by SD
-        original["cond_stage_model.model.text_projection"] = torch.randn(32, 16)
-        original["cond_stage_model.model.logit_scale"] = torch.tensor(4.6)
-    original["alphas_cumprod"] = torch.linspace(1, 0, 1000)  # the training schedule: ignored
-    path = W.save_file(original, tmp_path / "sd.safetensors")
-    pipe = diffusers_single_file(path, diffusers_folder(tmp_path / "config", models))
-
-    fresh = build(version, seed=123)
+    path, pipe = single_file
     loaded = W.original_to_diffusers(W.load_file(path), cfg["unet"], cfg["vae"], cfg["text_encoder"])
-    for name, model in fresh.items():
-        assert W.load_into(model, loaded[name]).fits
-        assert_same_state(model.state_dict(), getattr(pipe, name).state_dict())
-    reference = outputs({"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder})
-    for name, value in outputs(fresh).items():
-        assert torch.equal(value, reference[name]), name
+    for name in ("unet", "vae", "text_encoder"):
+        module = getattr(pipe, name)
+        assert W.check_state_dict(module, loaded[name]).fits
+        assert_same_state(loaded[name], module.state_dict())
 
 
 def test_openclip_keeps_the_penultimate_layer_and_splits_qkv():
@@ -250,7 +253,8 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_load_into_refuses_what_does_not_fit_and_changes_nothing():
-    unet = build("v1")["unet"]
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**CONFIGS["v1"]["unet"])
     before = _snapshot(unet)
     good = {k: torch.randn_like(v) for k, v in before.items()}
     cases = {
@@ -277,7 +281,7 @@ def test_load_into_refuses_what_does_not_fit_and_changes_nothing():
 
 
 def test_load_into_casts_half_precision_weights():
-    vae = build("v1")["vae"]
+    vae = AutoencoderKL(**VAE)
     half = {k: v.half() for k, v in vae.state_dict().items()}
     W.load_into(vae, half)
     assert vae.encoder.conv_in.weight.dtype == torch.float32
@@ -350,17 +354,15 @@ def test_save_file_and_load_folder_round_trip(sd, tmp_path):
 
 
 # ----------------------------------------------------------------------------- sdlearn's own modules
-def test_single_file_into_sdlearn_modules_matches_diffusers(sd, tmp_path):
+def test_single_file_into_sdlearn_modules_matches_diffusers(sd, single_file):
     """An original-layout file read by ``pipeline_from_single_file`` into sdlearn's UNet / VAE /
     CLIPTextEncoder computes what diffusers' single-file loader's models compute."""
     from sdlearn.pipeline import StableDiffusion
 
-    version, models, parts = sd
-    cfg = CONFIGS[version]
-    original = W.diffusers_to_original(parts, cfg["unet"], cfg["vae"], KIND[version])
-    path = W.save_file(original, tmp_path / "sd.safetensors")
-    pipe = diffusers_single_file(path, diffusers_folder(tmp_path / "config", models))
-    ours = W.pipeline_from_single_file(StableDiffusion, path, configs={**cfg, "scheduler": W.SD_CONFIGS[version]["scheduler"]})
+    version, _, _ = sd
+    path, pipe = single_file
+    configs = {**CONFIGS[version], "scheduler": W.SD_CONFIGS[version]["scheduler"]}
+    ours = W.pipeline_from_single_file(StableDiffusion, path, configs=configs)
     assert ours.scheduler.config["prediction_type"] == {"v1": "epsilon", "v2": "v_prediction"}[version]
     assert ours.tokenizer.pad_id == {"v1": ours.tokenizer.end_id, "v2": 0}[version]
 
