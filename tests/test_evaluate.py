@@ -84,3 +84,42 @@ def test_psnr_definition():
         evaluate.psnr(a, b[:1])
     with pytest.raises(ValueError, match="mask"):
         evaluate.psnr(a, b, mask=torch.zeros(1, 1, 8, 8))
+
+
+def test_reader_answers_for_any_image():
+    """A blank or pure-noise image (a failed generation) still gets a valid reading, no crash."""
+    blank = torch.full((1, 3, 64, 64), 0.9)
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for a in evaluate.read_attributes(torch.cat([blank, noise])):
+        assert a.shape in data.SHAPES and a.color in data.COLORS
+        assert a.size in data.SIZES and a.position in data.POSITIONS
+
+
+# sdlearn.viz: the grid helpers the notebooks use to show what the reader reads
+
+
+def test_image_grid_layout_and_captions():
+    from sdlearn import viz
+
+    imgs = [data.render("circle", c, "small", "center") for c in data.COLORS[:5]]
+    grid = viz.image_grid(imgs, nrow=3, scale=2, pad=2)
+    assert grid.size == (3 * 128 + 4 * 2, 2 * 128 + 3 * 2)
+    assert grid.getpixel((2 + 64, 2 + 64)) == imgs[0].getpixel((32, 32))      # first tile, upscaled
+    tensors = torch.stack([data.to_tensor(im) for im in imgs])
+    assert viz.image_grid(tensors, nrow=3, scale=2, pad=2).tobytes() == grid.tobytes()
+    fig = viz.image_grid(imgs, captions=[c for c in data.COLORS[:5]])
+    assert [ax.get_title() for ax in fig.axes[:5]] == list(data.COLORS[:5])
+    with pytest.raises(ValueError, match="captions"):
+        viz.image_grid(imgs, captions=["one"])
+
+
+def test_plot_attention_maps_checks_shapes():
+    from sdlearn import viz
+
+    img = data.render("star", "red", "large", "center")
+    fig = viz.plot_attention_maps(img, torch.rand(2, 8, 8), ["red", "star"])
+    assert len(fig.axes) == 3 and fig.axes[2].get_title() == "star"
+    with pytest.raises(ValueError, match="tokens"):
+        viz.plot_attention_maps(img, torch.rand(2, 8, 8), ["red"])
+    with pytest.raises(ValueError, match=r"\(T, h, w\)"):
+        viz.plot_attention_maps(img, torch.rand(8, 8), ["red"])
