@@ -492,10 +492,15 @@ def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: 
     configs = SD_CONFIGS[version] if configs is None else configs
     parts = original_to_diffusers(state_dict, configs["unet"], configs["vae"], configs["text_encoder"])
     del state_dict
-    modules = {}
-    for name, klass in (("unet", UNet), ("vae", VAE), ("text_encoder", CLIPTextEncoder)):
-        modules[name] = klass.from_config(dict(configs[name]))
-        load_into(modules[name], match_text_model_prefix(parts.pop(name), modules[name]))
+    modules = {name: klass.from_config(dict(configs[name]))
+               for name, klass in (("unet", UNet), ("vae", VAE), ("text_encoder", CLIPTextEncoder))}
+    parts = {name: match_text_model_prefix(part, modules[name]) for name, part in parts.items()}
+    reports = {name: check_state_dict(modules[name], parts[name]) for name in modules}  # all three, before any copy
+    misfits = "\n".join(f"{name}:\n{report}" for name, report in reports.items() if not report.fits)
+    if misfits:
+        raise ValueError(f"{Path(path).name} does not fit the SD {version} architecture:\n{misfits}")
+    for name, module in modules.items():
+        load_into(module, parts.pop(name))
     scheduler_config = dict(configs["scheduler"])
     if prediction_type is not None:
         scheduler_config["prediction_type"] = prediction_type

@@ -377,3 +377,21 @@ def test_single_file_into_sdlearn_modules_matches_diffusers(sd, single_file):
     for mine, theirs in pairs:
         # same float32 weights, same maths in a different order of operations: round-off only
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_pipeline_from_single_file_refuses_misfits_and_pickles(single_file, sd, tmp_path):
+    from sdlearn.pipeline import StableDiffusion
+
+    version, _, _ = sd
+    path, _ = single_file
+    wider_context = {**CONFIGS[version], "scheduler": {},
+                     "unet": {**CONFIGS[version]["unet"], "cross_attention_dim": 48}}
+    with pytest.raises(ValueError, match=r"does not fit the SD v\d architecture:\nunet:\n  mis-shaped keys"):
+        W.pipeline_from_single_file(StableDiffusion, path, configs=wider_context)
+    torch.save(W.load_file(path), tmp_path / "sd.ckpt")
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        W.pipeline_from_single_file(StableDiffusion, tmp_path / "sd.ckpt")
+    # with the opt-in, the same weights come through torch.load(weights_only=True)
+    configs = {**CONFIGS[version], "scheduler": W.SD_CONFIGS[version]["scheduler"]}
+    ours = W.pipeline_from_single_file(StableDiffusion, tmp_path / "sd.ckpt", allow_pickle=True, configs=configs)
+    assert torch.equal(ours.unet.conv_in.weight, W.load_file(path)["model.diffusion_model.input_blocks.0.0.weight"])
