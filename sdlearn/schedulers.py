@@ -11,8 +11,8 @@ Each follows diffusers' scheduler protocol, so ours and diffusers' can be swappe
 Constructor keywords are diffusers' config keys with diffusers' defaults (``Scheduler.defaults``),
 ``from_config`` takes a diffusers ``scheduler_config.json`` (unknown keys ignored) and ``.config``
 reads like diffusers' (``config.num_train_timesteps`` or ``config["num_train_timesteps"]``).
-Options diffusers has and sdlearn does not (thresholding, zero-terminal-SNR rescaling, learned
-variances, ...) are accepted only at their default value and raise a ValueError otherwise.
+Options diffusers has and sdlearn does not (zero-terminal-SNR rescaling, learned variances, SDE
+variants of DPM-Solver, ...) are accepted only at their default value and raise a ValueError otherwise.
 
 Two families:
   * alpha_bar samplers (DDPM, DDIM) work on x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps;
@@ -77,6 +77,16 @@ def randn_like_cpu(like: torch.Tensor, generator: torch.Generator | list[torch.G
         return torch.cat([randn_like_cpu(like[i : i + 1], g) for i, g in enumerate(generator)])
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022, Sec. 2.3): per sample, s = the ``ratio``
+    quantile of |x_0| clamped to [1, max_value]; clip x_0 to [-s, s] and divide by s. Keeps a pixel-space
+    model's early, wild x_0 guesses in range (with max_value = 1 it is plain clipping to [-1, 1])."""
+    b = x0.shape[0]
+    flat = x0.float().reshape(b, -1)  # (B, C, H, W) -> (B, C*H*W)
+    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value)[:, None]  # (B, 1)
+    return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(x0.dtype)
 
 
 class Scheduler:
@@ -211,7 +221,7 @@ def _x0_and_eps(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: 
 class _AlphaBarScheduler(Scheduler):
     """DDPM and DDIM: look up alpha_bar at integer timesteps."""
 
-    only = {"thresholding": (False,), "rescale_betas_zero_snr": (False,)}
+    only = {"rescale_betas_zero_snr": (False,)}
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Visit ``num_inference_steps`` integer timesteps chosen by ``config.timestep_spacing``."""
@@ -230,8 +240,11 @@ class _AlphaBarScheduler(Scheduler):
         return self.alphas_cumprod[t] if t >= 0 else torch.tensor(1.0)
 
     def _clip(self, x0: torch.Tensor) -> torch.Tensor:
-        r = self.config.clip_sample_range
-        return x0.clamp(-r, r) if self.config.clip_sample else x0
+        """Keep x_0 in the data range: dynamic thresholding, else clipping to +-clip_sample_range."""
+        c = self.config
+        if c.thresholding:
+            return dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+        return x0.clamp(-c.clip_sample_range, c.clip_sample_range) if c.clip_sample else x0
 
 
 class DDPM(_AlphaBarScheduler):
@@ -504,7 +517,7 @@ class DPMSolverPP(_SigmaScheduler):
                     steps_offset=0, rescale_betas_zero_snr=False, use_dynamic_shifting=False,
                     time_shift_type="exponential")
     only = {**_SigmaScheduler.only, "solver_order": (1, 2), "algorithm_type": ("dpmsolver++",),
-            "solver_type": ("midpoint", "heun"), "thresholding": (False,), "use_exponential_sigmas": (False,),
+            "solver_type": ("midpoint", "heun"), "use_exponential_sigmas": (False,),
             "use_beta_sigmas": (False,), "use_lu_lambdas": (False,), "use_flow_sigmas": (False,),
             "lambda_min_clipped": (-float("inf"),), "variance_type": (None,), "use_dynamic_shifting": (False,),
             "final_sigmas_type": ("zero", "sigma_min")}
@@ -564,6 +577,8 @@ class DPMSolverPP(_SigmaScheduler):
             x0 = alpha_s * sample - sigma_s * model_output
         else:
             x0 = model_output
+        if c.thresholding:  # pixel-space models: keep x_0 in range (Lu et al. 2022b, Sec. 5)
+            x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
         self.model_outputs = [*self.model_outputs[1:], x0]
         sample = sample.float()
         final = i == n - 1 and (c.euler_at_final or (c.lower_order_final and n < 15) or c.final_sigmas_type == "zero")

@@ -124,6 +124,9 @@ def test_full_1000_step_ddpm():
     ("dpmsolver++", dict(lower_order_final=False)),
     ("dpmsolver++", dict(euler_at_final=True, final_sigmas_type="sigma_min")),
     ("dpmsolver++", dict(prediction_type="sample")),
+    ("dpmsolver++", dict(thresholding=True, sample_max_value=1.5)),
+    ("ddim", dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0)),
+    ("ddpm", dict(thresholding=True)),
 ], ids=lambda c: f"{c[0]}-{'-'.join(c[1])}")
 def test_options(case):
     name, kw = case
@@ -196,8 +199,8 @@ def test_errors(name):
 def test_unsupported_options_are_refused():
     with pytest.raises(ValueError, match="algorithm_type must be one of"):
         S.DPMSolverPP(algorithm_type="sde-dpmsolver++")
-    with pytest.raises(ValueError, match="thresholding"):
-        S.DDIM(thresholding=True)
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr"):
+        S.DDIM(rescale_betas_zero_snr=True)
     with pytest.raises(ValueError, match="unknown scheduler 'pndm'"):
         S.scheduler_class("pndm")
 
