@@ -72,6 +72,7 @@ def main() -> None:
     theirs.set_progress_bar_config(disable=True)
     g = lambda: torch.Generator("cpu").manual_seed(0)  # noqa: E731
 
+    @torch.no_grad()
     def run_theirs(cb):
         lat = theirs(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=args.steps, guidance_scale=7.5,
                      generator=g(), output_type="latent", callback_on_step_end=lambda p, i, t, kw: (cb(), kw)[1]).images
