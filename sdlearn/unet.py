@@ -212,14 +212,15 @@ class DownBlock(nn.Module):
                  cfg: dict, heads: int, transformer_layers: int):
         super().__init__()
         g, eps, p = cfg["norm_num_groups"], cfg["norm_eps"], cfg["dropout"]
-        self.resnets = nn.ModuleList(
+        resnets = nn.ModuleList(
             [ResnetBlock(in_ch if i == 0 else out_ch, out_ch, temb_dim, g, eps, p) for i in range(layers)])
-        if attention:
+        if attention:  # registered before the resnets: the state dict lists keys in diffusers' order
             self.attentions = nn.ModuleList(
                 [Transformer2D(out_ch, heads, cfg["cross_attention_dim"], g, transformer_layers,
                                cfg["use_linear_projection"], p, cfg["upcast_attention"]) for _ in range(layers)])
         else:
             self.attentions = None
+        self.resnets = resnets
         self.downsamplers = nn.ModuleList([Downsample(out_ch)]) if downsample else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor
@@ -261,15 +262,16 @@ class UpBlock(nn.Module):
         super().__init__()
         g, eps, p = cfg["norm_num_groups"], cfg["norm_eps"], cfg["dropout"]
         # skip channels: the down path's out_ch, except the last skip, which left the level below (skip_in_ch)
-        self.resnets = nn.ModuleList(
+        resnets = nn.ModuleList(
             [ResnetBlock((prev_ch if i == 0 else out_ch) + (skip_in_ch if i == layers - 1 else out_ch),
                          out_ch, temb_dim, g, eps, p) for i in range(layers)])
-        if attention:
+        if attention:  # registered before the resnets, as in diffusers
             self.attentions = nn.ModuleList(
                 [Transformer2D(out_ch, heads, cfg["cross_attention_dim"], g, transformer_layers,
                                cfg["use_linear_projection"], p, cfg["upcast_attention"]) for _ in range(layers)])
         else:
             self.attentions = None
+        self.resnets = resnets
         self.upsamplers = nn.ModuleList([Upsample(out_ch)]) if upsample else None
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, context: torch.Tensor
@@ -325,11 +327,11 @@ class UNet(nn.Module):
                                  padding=(cfg["conv_in_kernel"] - 1) // 2)
         self.time_embedding = TimestepEmbedding(channels[0], temb_dim)
         self.down_blocks = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' state-dict order
         for i, kind in enumerate(down_types):
             self.down_blocks.append(DownBlock(channels[max(i - 1, 0)], channels[i], temb_dim, layers[i],
                                               kind == "CrossAttnDownBlock2D", i < n - 1, cfg, heads[i], t_layers[i]))
         self.mid_block = MidBlock(channels[-1], temb_dim, cfg, heads[-1], t_layers[-1])
-        self.up_blocks = nn.ModuleList()
         rev_ch, rev_heads, rev_layers, rev_t = channels[::-1], heads[::-1], layers[::-1], t_layers[::-1]
         for i, kind in enumerate(up_types):
             self.up_blocks.append(UpBlock(rev_ch[max(i - 1, 0)], rev_ch[i], rev_ch[min(i + 1, n - 1)], temb_dim,

@@ -61,7 +61,7 @@ REDUCED = {
 def test_reduced_configs_match_diffusers(name):
     config = REDUCED[name]
     ours, ref = pair(config)
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
     g = torch.Generator().manual_seed(1)
     B, H = 3, 8
     x = torch.randn(B, ref.config.in_channels, H, H, generator=g)

@@ -1,0 +1,384 @@
+# %% [markdown]
+# # 06 · The UNet: the network that predicts the noise
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/06_unet.ipynb)
+#
+# **What you will learn**
+#
+# 1. The noise predictor as a function **ε_θ(x_t, t, text)**: what goes in, what comes out.
+# 2. How a single number t becomes a 320-dimensional **timestep embedding**, and why sines of many
+#    frequencies make every step recognisable.
+# 3. The **resnet block** (where t enters) and the **spatial transformer** (where text enters).
+# 4. A **shape trace** of one forward pass of the real SD 1.5 UNet, level by level, down and up, with
+#    its skip connections, run on PyTorch's `meta` device: shapes without arithmetic.
+# 5. SD 1.5's **859,520,964 parameters** computed by hand from its config, and **where the compute goes**.
+# 6. That `sdlearn.unet.UNet` is diffusers' `UNet2DConditionModel`: same weights in, same noise out.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import math
+import time
+from collections import defaultdict
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sdlearn.configs import SD15_UNET, SD21_UNET
+from sdlearn.device import seed_everything
+from sdlearn.unet import ResnetBlock, Transformer2D, UNet, timestep_embedding
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+
+# %% [markdown]
+# ## 1. The noise predictor as a function
+#
+# Training (notebook 03) asks one network to look at a noisy latent x_t, the step t it was noised to
+# and the text, and say which noise ε was added: the loss is ‖ε − ε_θ(x_t, t, τ(y))‖². So the network
+# maps a (B, 4, h, w) latent to a (B, 4, h, w) noise estimate of the **same shape**; t is one number
+# per image; the text is a (B, 77, 768) sequence of token vectors from CLIP (notebook 04).
+#
+# Stable Diffusion 1.5's UNet is described completely by a small dict (its `config.json`). We will
+# use a **classroom-size** version with the same structure for anything that computes, and the real
+# one wherever only shapes and counts matter.
+
+# %%
+print({k: SD15_UNET[k] for k in ("block_out_channels", "layers_per_block", "attention_head_dim",
+                                 "cross_attention_dim", "down_block_types", "up_block_types")})
+
+SMALL = {**SD15_UNET, "block_out_channels": [32, 64, 128, 128], "attention_head_dim": 4,
+         "cross_attention_dim": 64, "norm_num_groups": 8, "sample_size": 16}
+unet = UNet.from_config(SMALL).eval()
+
+x_t = torch.randn(2, 4, 16, 16, generator=g)            # two noisy latents (a 128x128 image each)
+t = torch.tensor([50, 900])                               # one timestep per image
+text = torch.randn(2, 77, 64, generator=g)                # stand-in for the text encoder's output
+with torch.no_grad():
+    eps = unet(x_t, t, text)
+print("x_t", tuple(x_t.shape), "+ t", tuple(t.shape), "+ text", tuple(text.shape), "-> eps", tuple(eps.shape))
+print(f"classroom UNet: {sum(p.numel() for p in unet.parameters()):,} parameters")
+
+# %% [markdown]
+# ## 2. Telling the network the time: sinusoidal timestep embeddings
+#
+# A single number t ∈ [0, 999] is a poor input for a network (one scalar, wildly different scales).
+# Instead t is written as 160 sines and 160 cosines of geometrically spaced frequencies
+# (Vaswani et al. 2017; Ho et al. 2020):
+#
+# $$\text{emb}(t) = [\cos(t\,\omega_0), \dots, \cos(t\,\omega_{159}), \sin(t\,\omega_0), \dots, \sin(t\,\omega_{159})],
+# \qquad \omega_i = 10000^{-i/160}$$
+#
+# (SD puts cos first: `flip_sin_to_cos=True`.) The fast frequencies (ω ≈ 1) distinguish neighbouring
+# steps; the slow ones change little over the whole range and tell early from late, like the hands of
+# a clock. Why 10000? The slowest wave has period 2π·10000^(159/160) ≈ 59,000 steps, far more than
+# 1000: no two timesteps can ever collide on every wave at once.
+
+# %%
+ts = torch.arange(1000)
+E = timestep_embedding(ts, 320, flip_sin_to_cos=True, freq_shift=0)   # (1000,) -> (1000, 320)
+omega = 10000 ** (-torch.arange(160) / 160)
+slowest_period = 2 * math.pi / omega[-1].item()
+print(f"fastest period {2 * math.pi / omega[0]:.2f} steps, slowest period {slowest_period:,.0f} steps")
+assert slowest_period > 1000
+
+sim = F.normalize(E, dim=1) @ F.normalize(E, dim=1).T          # cosine similarity (1000, 1000)
+dist = torch.cdist(E[:-1, None], E[1:, None]).flatten()        # distance between neighbouring steps
+print(f"closest pair of consecutive steps is still {dist.min():.2f} apart (embedding norm {E[0].norm():.2f})")
+assert dist.min() > 0.5
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+axes[0].imshow(E.T, aspect="auto", cmap="RdBu", interpolation="nearest")
+axes[0].set(xlabel="timestep t", ylabel="embedding dimension", title="emb(t): cos block, then sin block")
+for i in (50, 70, 100, 159):
+    axes[1].plot(ts, E[:, i], label=f"ω_{{{i}}} = {omega[i]:.3g}")
+axes[1].set(xlabel="timestep t", title="four of the 160 cosines (slow ones)", xlim=(0, 999))
+axes[1].legend(fontsize=7, loc="lower left")
+im = axes[2].imshow(sim, cmap="viridis")
+axes[2].set(xlabel="t", ylabel="t'", title="cos similarity of emb(t), emb(t')")
+fig.colorbar(im, ax=axes[2])
+fig.tight_layout()
+
+# %% [markdown]
+# The embedding then goes through a small MLP (320 → 1280 → 1280, `time_embedding.linear_1/2`) so the
+# network can shape it, and every resnet block receives the result.
+#
+# ## 3. The resnet block: where t enters
+#
+# GroupNorm → SiLU → 3×3 conv, **add the projected time embedding as one bias per channel**, GroupNorm →
+# SiLU → 3×3 conv, and add the input back (through a 1×1 conv when the channel count changes). The
+# time embedding cannot move individual pixels, only shift whole channels: it tells every filter how
+# much noise to expect.
+
+# %%
+block = ResnetBlock(32, 64, temb_dim=128, groups=8, eps=1e-5, dropout=0.0).eval()
+h = torch.randn(1, 32, 16, 16, generator=g)
+with torch.no_grad():
+    temb = F.silu(unet.time_embedding(timestep_embedding(torch.tensor([10, 500, 990]), 32)))[:, :128]
+    shifts = block.time_emb_proj(temb)                           # (3, 128) -> (3, 64): one bias per channel
+    outs = [block(h, temb[i:i + 1]) for i in range(3)]
+print("resnet block:", tuple(h.shape), "->", tuple(outs[0].shape), "| shortcut:", block.conv_shortcut)
+print("per-channel shift from t=10 vs t=990, first 4 channels:",
+      shifts[0, :4].numpy().round(2), shifts[2, :4].numpy().round(2))
+assert not torch.allclose(outs[0], outs[2])
+
+# %% [markdown]
+# ## 4. The spatial transformer: where the text enters
+#
+# At each attention level the feature map (B, C, H, W) is read as H·W tokens of width C. A transformer
+# layer then applies, each with a residual connection: **self-attention** (positions look at
+# positions), **cross-attention** (positions look at the 77 text tokens: notebook 05), and a GEGLU
+# **feed-forward** (a 4×-wide gated MLP). GroupNorm + a 1×1 conv (SD 1.x) or a linear layer (SD 2.x)
+# project in and out.
+
+# %%
+st = unet.down_blocks[0].attentions[0]
+print(type(st).__name__, "| norm", st.norm, "| proj_in", st.proj_in)
+for name, m in st.transformer_blocks[0].named_children():
+    print(f"  {name:6s}", m.__class__.__name__, "" if not hasattr(m, "to_k") else
+          f"to_q {tuple(m.to_q.weight.shape)}, to_k {tuple(m.to_k.weight.shape)}")
+
+# %% [markdown]
+# ## 5. A shape trace of the real SD 1.5 UNet
+#
+# On PyTorch's `meta` device tensors have shapes but no data: building the 860M-parameter UNet takes
+# no memory and a forward pass computes every shape without a single multiplication. Forward hooks
+# print what each block receives and returns, for a 512×512 image (a 64×64 latent), with classifier-free
+# guidance's batch of 2. Watch the resolution halve three times on the way down and double on the way
+# up, and each up block swallow three skip connections.
+
+# %%
+with torch.device("meta"):
+    sd = UNet.from_config(SD15_UNET)
+    x_meta, ctx_meta = torch.empty(2, 4, 64, 64), torch.empty(2, 77, 768)
+
+trace = []
+def record(name):
+    def hook(module, args, output):
+        trace.append((name, tuple(args[0].shape), tuple(output[0].shape if isinstance(output, tuple) else output.shape)))
+    return hook
+
+handles = [sd.conv_in.register_forward_hook(record("conv_in"))]
+handles += [b.register_forward_hook(record(f"down_blocks.{i}")) for i, b in enumerate(sd.down_blocks)]
+handles += [sd.mid_block.register_forward_hook(record("mid_block"))]
+handles += [b.register_forward_hook(record(f"up_blocks.{i}")) for i, b in enumerate(sd.up_blocks)]
+handles += [sd.conv_out.register_forward_hook(record("conv_out"))]
+with torch.no_grad():
+    out_meta = sd(x_meta, torch.tensor([999, 999], device="meta"), ctx_meta)
+for hd in handles:
+    hd.remove()
+
+print(f"{'block':14s} {'in':>20s}    {'out':>20s}   skips")
+for name, i, o in trace:
+    blk = dict(sd.named_modules())[name]
+    skips = (f"pushes {len(blk.resnets) + (blk.downsamplers is not None)}" if name.startswith("down")
+             else f"pops {len(blk.resnets)}" if name.startswith("up") else "")
+    print(f"{name:14s} {str(i):>20s} -> {str(o):>20s}   {skips}")
+assert out_meta.shape == (2, 4, 64, 64)
+
+# %% [markdown]
+# The skips balance: conv_in's output plus 3 + 3 + 3 + 2 pushed on the way down = 12, popped 3 at a
+# time by the four up blocks. Each up resnet concatenates the skip on the channel axis, which is why
+# their inputs are wider (e.g. 1280 + 1280 = 2560 channels) than their outputs.
+#
+# ## 6. 859,520,964 parameters, by hand
+#
+# Every parameter sits in a conv, a linear layer or a norm, and the config fixes every one of their
+# sizes. Counting them by hand is the best test that we understand the architecture.
+
+# %%
+def conv(cin, cout, k):   return cin * cout * k * k + cout
+def linear(cin, cout, bias=True): return cin * cout + (cout if bias else 0)
+def norm(c):              return 2 * c                        # scale and shift
+
+
+def resnet_params(cin, cout, temb):
+    return (norm(cin) + conv(cin, cout, 3) + linear(temb, cout) + norm(cout) + conv(cout, cout, 3)
+            + (conv(cin, cout, 1) if cin != cout else 0))
+
+
+def transformer_params(c, ctx, linear_proj):
+    proj = linear(c, c) if linear_proj else conv(c, c, 1)
+    attn1 = 3 * linear(c, c, bias=False) + linear(c, c)          # to_q, to_k, to_v, to_out.0
+    attn2 = linear(c, c, bias=False) + 2 * linear(ctx, c, bias=False) + linear(c, c)
+    ff = linear(c, 8 * c) + linear(4 * c, c)                       # GEGLU: 2 x 4c, then back to c
+    return norm(c) + 2 * proj + 3 * norm(c) + attn1 + attn2 + ff
+
+
+def unet_params(cfg):
+    ch, n, L = cfg["block_out_channels"], len(cfg["block_out_channels"]), cfg["layers_per_block"]
+    ctx, lin, temb = cfg["cross_attention_dim"], cfg.get("use_linear_projection", False), 4 * ch[0]
+    parts = {"conv_in + time MLP": conv(cfg["in_channels"], ch[0], 3) + linear(ch[0], temb) + linear(temb, temb)}
+    for i, kind in enumerate(cfg["down_block_types"]):
+        cin = ch[max(i - 1, 0)]
+        p = sum(resnet_params(cin if j == 0 else ch[i], ch[i], temb) for j in range(L))
+        p += L * transformer_params(ch[i], ctx, lin) if kind.startswith("CrossAttn") else 0
+        parts[f"down {i}"] = p + (conv(ch[i], ch[i], 3) if i < n - 1 else 0)
+    parts["mid"] = 2 * resnet_params(ch[-1], ch[-1], temb) + transformer_params(ch[-1], ctx, lin)
+    rc = ch[::-1]
+    for i, kind in enumerate(cfg["up_block_types"]):
+        prev, skip_in = rc[max(i - 1, 0)], rc[min(i + 1, n - 1)]
+        p = sum(resnet_params((prev if j == 0 else rc[i]) + (skip_in if j == L else rc[i]), rc[i], temb)
+                for j in range(L + 1))
+        p += (L + 1) * transformer_params(rc[i], ctx, lin) if kind.startswith("CrossAttn") else 0
+        parts[f"up {i}"] = p + (conv(rc[i], rc[i], 3) if i < n - 1 else 0)
+    parts["norm + conv_out"] = norm(ch[0]) + conv(ch[0], cfg["out_channels"], 3)
+    return parts
+
+
+for name, cfg, model in [("SD 1.5", SD15_UNET, sd), ("classroom", SMALL, unet)]:
+    by_hand = sum(unet_params(cfg).values())
+    actual = sum(p.numel() for p in model.parameters())
+    print(f"{name:10s} by hand {by_hand:>13,}   counted in the module {actual:>13,}")
+    assert by_hand == actual
+with torch.device("meta"):
+    sd21 = UNet.from_config(SD21_UNET)
+assert sum(unet_params(SD21_UNET).values()) == sum(p.numel() for p in sd21.parameters())
+print(f"SD 2.1     by hand {sum(unet_params(SD21_UNET).values()):>13,}   (1024-wide context, linear projections)")
+print(f"SD 1.5 in float32: {sum(unet_params(SD15_UNET).values()) * 4 / 2**30:.2f} GiB; "
+      f"the classroom UNet is {sum(unet_params(SD15_UNET).values()) / sum(unet_params(SMALL).values()):,.0f}x smaller")
+
+# %% [markdown]
+# ## 7. Where the compute goes
+#
+# Parameters and compute live in different places. The wide 1280-channel levels hold most of the
+# parameters but run on 16×16 and 8×8 maps; the 320-channel level has few parameters but runs on all
+# 64×64 = 4096 positions, and its self-attention compares every position with every other. PyTorch's
+# `FlopCounterMode` counts the multiply-adds of the meta forward pass, block by block.
+
+# %%
+with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    sd(x_meta[:1], torch.tensor([999], device="meta"), ctx_meta[:1])
+flops = {k.removeprefix("UNet."): sum(v.values()) for k, v in counter.get_flop_counts().items()}
+total = flops["UNet"]
+blocks = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"] + [f"up_blocks.{i}" for i in range(4)]
+params = list(unet_params(SD15_UNET).values())[1:-1]
+attn_flops = {b: sum(v for k, v in flops.items() if k.startswith(b + ".") and k.endswith(("attn1", "attn2"))) for b in blocks}
+
+print(f"one SD 1.5 UNet evaluation at 512x512: {total / 1e12:.2f} TFLOP")
+fig, ax = plt.subplots(figsize=(11, 3.5))
+xs = np.arange(len(blocks))
+ax.bar(xs - 0.2, np.array(params) / sum(params), 0.4, label="share of parameters")
+ax.bar(xs + 0.2, [flops[b] / total for b in blocks], 0.4, label="share of FLOPs")
+ax.bar(xs + 0.2, [attn_flops[b] / total for b in blocks], 0.4, color="tab:red", alpha=0.6,
+       label="... of which attention (attn1 + attn2)")
+ax.set_xticks(xs, blocks, rotation=20)
+ax.legend()
+ax.set_title("SD 1.5 UNet, 64x64 latent: parameters sit in the coarse levels, compute in the fine ones")
+fig.tight_layout()
+assert flops["up_blocks.3"] > flops["up_blocks.0"] and params[8] < params[5]
+
+# %% [markdown]
+# On the classroom UNet we can time the blocks for real (hooks before and after each block). The
+# numbers depend on your machine; the pattern follows the FLOP count.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+times = defaultdict(float)
+def tic(name):
+    return lambda m, args: times.__setitem__(name + "_t0", time.perf_counter())
+def toc(name):
+    return lambda m, args, out: times.__setitem__(name, times[name] + time.perf_counter() - times[name + "_t0"])
+
+big_x, big_text = torch.randn(1, 4, 32, 32, generator=g), torch.randn(1, 77, 64, generator=g)
+named = dict(unet.named_modules())
+hs = [named[b].register_forward_pre_hook(tic(b)) for b in blocks] + [named[b].register_forward_hook(toc(b)) for b in blocks]
+with torch.no_grad():
+    unet(big_x, 500, big_text)                     # warm-up
+    for k in [k for k in times if not k.endswith("_t0")]:
+        times[k] = 0.0
+    for _ in range(3):
+        unet(big_x, 500, big_text)
+for hd in hs:
+    hd.remove()
+for b in blocks:
+    print(f"{b:14s} {times[b] / 3 * 1000:7.1f} ms")
+
+# %% [markdown]
+# ## 8. sdlearn's UNet *is* diffusers' UNet2DConditionModel
+#
+# The parameter names of `sdlearn.unet.UNet` are diffusers', so diffusers' state dict loads into it
+# unchanged (`strict=True`), and real SD 1.x/2.x checkpoints load with `UNet.from_pretrained(folder)`.
+# Here both libraries build the classroom config, diffusers' random weights are copied into ours, and
+# both predict the noise for a batch of mixed timesteps. (The tests do the same with the full SD 1.5
+# and SD 2.1 configs.)
+
+# %%
+from diffusers import UNet2DConditionModel
+
+torch.manual_seed(0)
+theirs = UNet2DConditionModel.from_config(SMALL).eval()
+ours = UNet.from_config(SMALL).eval()
+ours.load_state_dict(theirs.state_dict(), strict=True)
+assert list(ours.state_dict()) == list(theirs.state_dict())
+
+x_t = torch.randn(3, 4, 16, 16, generator=g)
+t = torch.tensor([1, 400, 999])
+text = torch.randn(3, 77, 64, generator=g)
+with torch.no_grad():
+    eps_ours = ours(x_t, t, text)
+    eps_theirs = theirs(x_t, t, encoder_hidden_states=text).sample
+err = (eps_ours - eps_theirs).abs().max().item()
+print(f"{len(ours.state_dict())} tensors with identical names; max |eps_ours - eps_diffusers| < 1e-5: {err < 1e-5}")
+assert err < 1e-5   # the same float32 operations in the same order: equal up to round-off
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** How many parameters does the first resnet of SD 1.5's `down_blocks.1` hold (320 → 640
+# channels, 1280-dim time embedding)? Use the counting functions above.
+
+# %%
+# your answer (one possible solution)
+answer_1 = resnet_params(320, 640, 1280)
+
+# %%
+assert answer_1 == sum(p.numel() for p in sd.down_blocks[1].resnets[0].parameters())
+print("correct!", f"{answer_1:,}")
+
+# %% [markdown]
+# **2.** SD 2.1 makes 768×768 images with a VAE that shrinks each side 8×. What is the spatial size
+# (height, width) of the feature map entering SD 2.1's `mid_block`? Check with a meta forward pass.
+
+# %%
+# your answer (one possible solution)
+answer_2 = (768 // 8 // 2 ** 3, 768 // 8 // 2 ** 3)
+
+# %%
+seen = {}
+def remember(module, args, output):       # a forward hook must return None (or it replaces the output)
+    seen["shape"] = tuple(output.shape[-2:])
+hook = sd21.mid_block.register_forward_hook(remember)
+with torch.no_grad(), torch.device("meta"):
+    sd21(torch.empty(1, 4, 96, 96), torch.tensor([1]), torch.empty(1, 77, 1024))
+hook.remove()
+assert answer_2 == seen["shape"]
+print("correct!", answer_2)
+
+# %% [markdown]
+# **3.** The UNet refuses latents whose sides are not multiples of 2³ = 8 (three downsamplings must
+# divide evenly for the skips to line up). Which of these image sizes can SD 1.5 generate:
+# 512, 520, 576, 600, 640? (The latent is the image size / 8.)
+
+# %%
+# your answer (one possible solution)
+answer_3 = [s for s in (512, 520, 576, 600, 640) if (s // 8) % 8 == 0 and s % 8 == 0]
+
+# %%
+accepted = []
+for s in (512, 520, 576, 600, 640):
+    try:
+        with torch.no_grad(), torch.device("meta"):
+            sd(torch.empty(1, 4, s // 8, s // 8), torch.tensor([1]), torch.empty(1, 77, 768))
+        accepted.append(s)
+    except ValueError as err:
+        print(s, "->", err)
+assert answer_3 == accepted
+print("correct!", answer_3)
