@@ -343,10 +343,16 @@ def test_save_file_and_load_folder_round_trip(sd, tmp_path):
     assert_same_state(W.load_file(tmp_path / "text.safetensors"), split)
     # a diffusers folder as diffusers and transformers write it
     folder = diffusers_folder(tmp_path / "sd", models)
-    for name, model in models.items():
+    from sdlearn.clip import CLIPTextEncoder
+    from sdlearn.unet import UNet
+    from sdlearn.vae import VAE
+
+    for name, klass in (("unet", UNet), ("vae", VAE), ("text_encoder", CLIPTextEncoder)):
         config, state_dict = W.load_folder(folder / name)
         assert_same_state(state_dict, parts[name])
-        assert config["_class_name" if name != "text_encoder" else "architectures"] is not None
+        ours = klass.from_config(config)  # and into sdlearn's module, whatever its text-encoder key prefix
+        assert W.load_into(ours, W.match_text_model_prefix(state_dict, ours)).fits
+        assert_same_state(W.match_text_model_prefix(ours.state_dict(), models[name]), parts[name])
     # older transformers wrote text-encoder keys under "text_model."; they are read without it
     W.save_file({"text_model." + k: v for k, v in parts["text_encoder"].items()},
                 folder / "text_encoder" / "model.safetensors")
