@@ -94,6 +94,13 @@ def main() -> None:
              f"per-channel std {[round(float(s), 2) for s in zs.std(dim=(0, 2, 3))]}, max |z| {float(zs.abs().max()):.2f}",
              f"- encode+decode 16 images: sdlearn {t['sdlearn'] * 1e3:.0f} ms, diffusers {t['diffusers'] * 1e3:.0f} ms "
              f"(ratio {t['sdlearn'] / t['diffusers']:.2f}; contended CPU, median of 3)"]
+    log = Path(args.vae) / "training_log.json"
+    if log.exists():
+        import json
+
+        summary = json.loads(log.read_text())["summary"]
+        lines.append(f"- trained by `python -m sdlearn train vae --seed {summary['args']['seed']} "
+                     f"--steps {summary['args']['steps']}` on {summary['device']} in {summary['train_seconds']} s")
     print("\n".join(lines))
     with open(args.results, "a") as fh:
         fh.write("\n".join(lines) + "\n")
