@@ -87,7 +87,7 @@ def show_matrix(A, title, ax=None, labels=words):
 
 
 P_naive = torch.softmax(X @ X.T / math.sqrt(d), dim=-1)     # (6, 512) @ (512, 6) -> (6, 6)
-show_matrix(P_naive, "Q = K = V = X: every word looks only at itself");
+_ = show_matrix(P_naive, "Q = K = V = X: every word looks only at itself")
 print("diagonal:", P_naive.diagonal().numpy().round(3))
 
 # %% [markdown]
@@ -314,7 +314,7 @@ for j, (w, ax) in enumerate(zip(caption_words, axes[1:])):
     ax.set_title(f'"{w}"')
 for ax in axes:
     ax.axis("off")
-fig.suptitle("where the pixels look: attention to each token of the caption", y=1.02);
+_ = fig.suptitle("where the pixels look: attention to each token of the caption", y=1.02)
 
 # %% [markdown]
 # The red circle attends mostly to "red", the blue square to "blue" (blue and red pixels still share a
