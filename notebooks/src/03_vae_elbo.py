@@ -1,0 +1,543 @@
+# %% [markdown]
+# # 03 · The variational autoencoder and the ELBO
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/03_vae_elbo.ipynb)
+#
+# Stable Diffusion does not denoise pixels: it denoises the **latent** of an autoencoder, a 64×64×4 tensor
+# instead of a 512×512×3 image, 48 times fewer numbers. This notebook builds that autoencoder's idea.
+#
+# **What you will learn**
+#
+# 1. Why a plain autoencoder's code cannot be *sampled*, and how a **variational** autoencoder fixes it (trained live, in seconds).
+# 2. The **KL divergence**: closed form against Monte Carlo, its asymmetry, and when it is zero.
+# 3. The **ELBO**, derived step by step and checked numerically on a model where log p(x) is known exactly.
+# 4. The **score-function** estimator against the **reparameterisation trick**: measured gradient variance.
+# 5. Why the encoder outputs log σ² rather than σ.
+# 6. Stable Diffusion's VAE: f = 8, 4 channels, where the scale factor 0.18215 comes from, and our bundled
+#    Shapes VAE (its latent channels, reconstructions, interpolation), plus how much detail each f keeps.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import math
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdlearn.data import COLORS, RGB, SHAPES, render, to_pil, to_tensor
+from sdlearn.device import seed_everything
+
+IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
+
+
+def save(fig, name):
+    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
+    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
+    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
+
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+
+# %% [markdown]
+# ## 1. Autoencoder vs variational autoencoder
+#
+# An **autoencoder** squeezes an image x through a narrow code z = enc(x) and learns to rebuild it,
+# x̂ = dec(z). Like a zip file, it is a compressor. But nothing asks the codes to fill any particular
+# region: they can sit anywhere, at any scale, with holes between them. Pick a random z and decode it,
+# and you land in a hole: nonsense.
+#
+# A **variational** autoencoder (Kingma & Welling, 2013) makes the encoder output a *distribution*
+# q(z|x) = N(μ(x), σ²(x)), decodes a *sample* of it, and adds a penalty, the KL divergence from q(z|x) to a
+# fixed prior p(z) = N(0, I). Codes must then overlap and pile up around the origin, so z ~ N(0, I) decodes to
+# something that looks like data. We train both, with a 2-D code so that we can look at it, on
+# 16×16 Shapes images (one large shape of one of 5 kinds and 6 colours, centred).
+
+# %%
+rng = np.random.default_rng(0)
+attrs = [(SHAPES[rng.integers(5)], COLORS[rng.integers(6)]) for _ in range(1200)]   # large, centred: shape and colour vary
+data = torch.stack([to_tensor(render(sh, co, "large", "center", seed=i)) for i, (sh, co) in enumerate(attrs)])  # (1200, 3, 64, 64)
+small = F.avg_pool2d(data, 4).flatten(1)                                                     # (1200, 3*16*16)
+print(small.shape)
+
+
+class TinyAE(nn.Module):
+    """MLP autoencoder with a 2-D code; ``variational=True`` makes it a VAE."""
+
+    def __init__(self, variational: bool, d: int = 768, hidden: int = 256, latent: int = 2):
+        super().__init__()
+        self.variational = variational
+        self.enc = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent if variational else latent))
+        self.dec = nn.Sequential(nn.Linear(latent, hidden), nn.SiLU(), nn.Linear(hidden, d))
+
+    def forward(self, x, generator=None):
+        h = self.enc(x)
+        if not self.variational:
+            return self.dec(h), h, torch.zeros(())
+        mu, logvar = h.chunk(2, dim=1)                                     # (B, 2) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)  # reparameterised sample
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()  # KL(q(z|x) || N(0, I))
+        return self.dec(z), mu, kl
+
+
+def fit(model, steps=1500, snapshot_at=(), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    snapshots = {}
+    for step in range(steps + 1):
+        if step in snapshot_at:
+            with torch.no_grad():
+                snapshots[step] = model(small[:8], torch.Generator().manual_seed(0))[0]
+        if step == steps:
+            break
+        x = small[torch.randint(len(small), (64,), generator=gen)]
+        x_hat, _, kl = model(x, gen)
+        loss = 10 * (x_hat - x).pow(2).sum(1).mean() + kl  # -ELBO for a Gaussian decoder (sigma^2 = 0.05), up to a constant
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return snapshots
+
+
+torch.manual_seed(0)
+ae, vae_2d = TinyAE(variational=False), TinyAE(variational=True)
+fit(ae)
+snapshots = fit(vae_2d, snapshot_at=(0, 20, 200, 1500))
+
+# %% [markdown]
+# Reconstructions of the VAE improving as it trains (rows: step 0, 20, 200, 1500; top row: the originals):
+
+# %%
+def to_img(v):  # (768,) in [-1, 1] -> (16, 16, 3) in [0, 1]
+    return ((v.detach().view(3, 16, 16).permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
+
+
+rows = [("original", small[:8])] + [(f"step {s}", snapshots[s]) for s in sorted(snapshots)]
+fig, axes = plt.subplots(len(rows), 8, figsize=(8, 1.1 * len(rows)))
+for r, (name, imgs) in enumerate(rows):
+    for c in range(8):
+        axes[r, c].imshow(to_img(imgs[c]))
+        axes[r, c].set_xticks([]); axes[r, c].set_yticks([])
+    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+fig.suptitle("the 2-D VAE learning to reconstruct")
+save(fig, "03_vae_training.png")
+errors = {s: float((snapshots[s] - small[:8]).pow(2).mean()) for s in sorted(snapshots)}
+assert errors[1500] < errors[200] < errors[0]
+print({s: round(e, 3) for s, e in errors.items()})
+
+# %% [markdown]
+# Now the point of the VAE. Left: where each model puts the 1200 codes (coloured by the shape's colour),
+# with the 2σ circle of the prior N(0, I). Right: what each decoder makes of 16 samples z ~ N(0, I).
+
+# %%
+with torch.no_grad():
+    codes_ae = ae.enc(small)                          # (1200, 2)
+    codes_vae = vae_2d.enc(small)[:, :2]              # the means mu(x)
+    z_prior = torch.randn(200, 2, generator=torch.Generator().manual_seed(1))
+    from_prior = {"autoencoder": ae.dec(z_prior), "VAE": vae_2d.dec(z_prior)}
+mean_colour = np.array([RGB[co] for _, co in attrs]) / 255   # dot colour = the shape's colour
+
+
+def nearest_distance(x):
+    """RMS distance from each decoded sample to its nearest real image: small = looks like data."""
+    return torch.cdist(x, small).min(dim=1).values / math.sqrt(small.shape[1])
+
+
+fig, axes = plt.subplots(2, 2, figsize=(11, 7), gridspec_kw={"width_ratios": [1, 1.6]})
+for r, (name, codes) in enumerate([("autoencoder", codes_ae), ("VAE", codes_vae)]):
+    ax = axes[r, 0]
+    ax.scatter(codes[:, 0], codes[:, 1], c=mean_colour, s=6)
+    ax.add_patch(plt.Circle((0, 0), 2, fill=False, ls="--", color="k"))
+    ax.set_title(f"{name}: codes (dashed: 2σ of the prior)")
+    ax.set_aspect("equal")
+    grid = np.concatenate([np.concatenate([to_img(v) for v in from_prior[name][i * 8:(i + 1) * 8]], 1) for i in range(2)], 0)
+    axes[r, 1].imshow(grid)
+    axes[r, 1].set_title(f"{name}: decoded samples z ~ N(0, I); nearest-image distance "
+                         f"{float(nearest_distance(from_prior[name]).mean()):.2f}")
+    axes[r, 1].axis("off")
+fig.tight_layout()
+save(fig, "03_ae_vs_vae.png")
+d_ae, d_vae = float(nearest_distance(from_prior["autoencoder"]).mean()), float(nearest_distance(from_prior["VAE"]).mean())
+print(f"code std: autoencoder {float(codes_ae.std()):.1f}, VAE {float(codes_vae.std()):.1f}")
+assert d_vae < d_ae   # the VAE's prior samples land near real images; the AE's do not
+
+# %% [markdown]
+# ## 2. The KL divergence
+#
+# KL(P‖Q) = ∫ p(x) log(p(x)/q(x)) dx = E_{x~P}[log p(x) − log q(x)]: how many extra nats it costs, on average, to
+# describe draws from P with a code built for Q. For two 1-D Gaussians the integral has a closed form,
+#
+# KL(N(μ₁, σ₁²) ‖ N(μ₂, σ₂²)) = log(σ₂/σ₁) + (σ₁² + (μ₁ − μ₂)²) / (2σ₂²) − ½,
+#
+# and the expectation can always be estimated by **Monte Carlo**: draw x from P and average the log ratio.
+# We check both on the lecture's two pairs.
+
+# %%
+def kl_gauss(m1, s1, m2, s2):
+    """KL(N(m1, s1^2) || N(m2, s2^2)) in closed form."""
+    return math.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5
+
+
+def log_normal(x, m, s):
+    return -0.5 * math.log(2 * math.pi) - math.log(s) - (x - m) ** 2 / (2 * s ** 2)
+
+
+def kl_monte_carlo(m1, s1, m2, s2, n=200_000, seed=0):
+    x = m1 + s1 * torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return float((log_normal(x, m1, s1) - log_normal(x, m2, s2)).mean())
+
+
+pairs = [(0.0, 1.0, 1.0, 3.0), (-4.0, 3.1, -4.0, 3.0)]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+xs = np.linspace(-14, 10, 600)
+for ax, (m1, s1, m2, s2) in zip(axes, pairs):
+    exact, mc = kl_gauss(m1, s1, m2, s2), kl_monte_carlo(m1, s1, m2, s2)
+    reverse = kl_gauss(m2, s2, m1, s1)
+    print(f"P=N({m1}, {s1}^2), Q=N({m2}, {s2}^2): KL(P||Q) closed {exact:.5f}, Monte Carlo {mc:.5f}; KL(Q||P) {reverse:.5f}")
+    assert abs(exact - mc) < 0.01 * max(exact, 0.01)
+    assert abs(exact - reverse) > 0.03 * exact    # not symmetric
+    ax.plot(xs, np.exp(log_normal(xs, m1, s1)), label=f"p: N({m1:g}, {s1:g}²)")
+    ax.plot(xs, np.exp(log_normal(xs, m2, s2)), label=f"q: N({m2:g}, {s2:g}²)")
+    ax.set_title(f"KL(p‖q) = {exact:.5f}, KL(q‖p) = {reverse:.5f}")
+    ax.legend()
+save(fig, "03_kl_pairs.png")
+assert kl_gauss(1.5, 0.7, 1.5, 0.7) == 0.0      # zero when P = Q ...
+grid_kl = [kl_gauss(m, s, 0, 1) for m in np.linspace(-2, 2, 21) for s in np.linspace(0.25, 3, 12)]
+assert min(grid_kl) == 0.0 and sum(k < 1e-12 for k in grid_kl) == 1   # ... and only then (on this grid)
+
+# %% [markdown]
+# The second pair is almost the same distribution (σ 3.1 vs 3) and its KL is about 0.001 nats (and 5% different
+# in the other direction), while a shift of
+# the mean by 1 and a threefold wider Q cost 0.71 nats. Note the asymmetry: KL(P‖Q) ≠ KL(Q‖P), so the KL is
+# not a distance in the metric sense; it is ≥ 0 (Gibbs' inequality) and zero only when P = Q.
+#
+# ## 3. The ELBO, step by step
+#
+# A latent-variable model says: draw z ~ p(z), then x ~ p_θ(x|z). The likelihood of an image is
+# p_θ(x) = ∫ p_θ(x, z) dz, an integral over every latent: intractable for a neural decoder. Bayes would give
+# p_θ(x) = p_θ(x, z) / p_θ(z|x) for any z, but the true posterior p_θ(z|x) needs p_θ(x) itself: a chicken and egg
+# problem. So we bring in an *approximate* posterior q_φ(z|x) (the encoder) and rewrite log p_θ(x):
+#
+# | step | expression | why |
+# |---|---|---|
+# | 1 | log p_θ(x) = log p_θ(x) · ∫ q_φ(z\|x) dz | multiply by 1: a density integrates to 1 |
+# | 2 | = ∫ q_φ(z\|x) log p_θ(x) dz = E_q[log p_θ(x)] | log p_θ(x) does not depend on z; definition of expectation |
+# | 3 | = E_q[log (p_θ(x, z) / p_θ(z\|x))] | chain rule: p(x, z) = p(z\|x) p(x) |
+# | 4 | = E_q[log (p_θ(x, z) q_φ(z\|x) / (q_φ(z\|x) p_θ(z\|x)))] | multiply by 1 = q/q inside the log |
+# | 5 | = E_q[log (p_θ(x, z) / q_φ(z\|x))] + E_q[log (q_φ(z\|x) / p_θ(z\|x))] | log of a product = sum of logs |
+# | 6 | = **ELBO** + KL(q_φ(z\|x) ‖ p_θ(z\|x)) | definition of the KL divergence |
+#
+# The KL term is ≥ 0, so log p_θ(x) ≥ ELBO: the ELBO is an **evidence lower bound**, tight exactly when q equals the
+# true posterior (like a salary: total pay = base + a bonus that is never negative, so total ≥ base).
+# Splitting p_θ(x, z) = p_θ(x|z) p(z) inside the ELBO gives the form we train with (Kingma & Welling, eq. 3):
+# ELBO = E_q[log p_θ(x|z)] − KL(q_φ(z|x) ‖ p(z)): reconstruct well, stay close to the prior.
+#
+# **Numeric check.** In a *linear-Gaussian* model everything is known in closed form: z ~ N(0, 1),
+# x|z ~ N(wz + b, s²), so p(x) = N(b, w² + s²) and the true posterior is N(w(x − b)/(w² + s²), s²/(w² + s²)).
+# We check identity 6 for a deliberately wrong q, and that the bound is tight at the true posterior.
+
+# %%
+w, b, s, x_obs = 2.0, 0.5, 0.8, 3.0
+log_px = log_normal(x_obs, b, math.sqrt(w ** 2 + s ** 2))                    # exact evidence
+post_mean, post_std = w * (x_obs - b) / (w ** 2 + s ** 2), math.sqrt(s ** 2 / (w ** 2 + s ** 2))
+
+
+def elbo_monte_carlo(q_mean, q_std, n=400_000, seed=0):
+    """E_q[log p(x, z) - log q(z)] by sampling z ~ q."""
+    z = q_mean + q_std * torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    log_joint = log_normal(x_obs, w * z + b, s) + log_normal(z, 0.0, 1.0)
+    return float((log_joint - log_normal(z, q_mean, q_std)).mean())
+
+
+q_mean, q_std = 0.5, 0.6                                                      # a wrong guess
+elbo = elbo_monte_carlo(q_mean, q_std)
+gap = kl_gauss(q_mean, q_std, post_mean, post_std)
+print(f"log p(x) = {log_px:.4f};  ELBO = {elbo:.4f};  KL(q || p(z|x)) = {gap:.4f};  ELBO + KL = {elbo + gap:.4f}")
+assert abs(elbo + gap - log_px) < 5e-3 and elbo < log_px
+assert abs(elbo_monte_carlo(post_mean, post_std) - log_px) < 1e-9            # q = true posterior: the bound is tight
+
+means = np.linspace(-0.5, 2.5, 61)
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+ax.plot(means, [elbo_monte_carlo(m, post_std, n=20_000) for m in means], label="ELBO (q = N(m, σ_post²))")
+ax.axhline(log_px, color="k", ls="--", label="log p(x)")
+ax.axvline(post_mean, color="gray", ls=":", label="true posterior mean")
+ax.set(xlabel="mean m of q", ylabel="nats", title="the ELBO touches log p(x) only at the true posterior")
+ax.legend()
+save(fig, "03_elbo_bound.png")
+
+# %% [markdown]
+# ## 4. Gradients through a sample: score function vs reparameterisation
+#
+# To train the encoder we need ∇_φ E_{z~q_φ}[f(z)]. The sampling step blocks backpropagation. Two estimators:
+#
+# * **score function** (REINFORCE): ∇_φ E_q[f(z)] = E_q[f(z) ∇_φ log q_φ(z)]. Unbiased and needs no gradient of f,
+#   but f(z) multiplies a noisy factor and its variance is large.
+# * **reparameterisation**: write z = μ + σ·ε with ε ~ N(0, 1) drawn *outside* the model; then
+#   ∇_φ E_ε[f(μ + σε)] = E_ε[∇_φ f(μ + σε)], an ordinary backprop through f.
+#
+# Both estimate the same number. We measure their variance for f(z) = (z − 3)², q = N(μ = 1, σ = 0.5), gradient with
+# respect to μ (true value 2(μ − 3) = −4), averaging L samples per estimate.
+
+# %%
+mu0, sigma0, target = 1.0, 0.5, 3.0
+true_grad = 2 * (mu0 - target)
+f = lambda z: (z - target) ** 2  # noqa: E731
+
+
+def estimates(L, repeats=2000, seed=0):
+    """``repeats`` independent L-sample gradient estimates of d/dmu E[f(z)] with each estimator."""
+    mu = torch.full((repeats, 1), mu0, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(repeats, L, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = mu + sigma0 * eps                                            # reparameterised: gradient flows through z
+    (reparam,) = torch.autograd.grad(f(z).mean(1).sum(), mu)
+    z_blocked = z.detach()                                           # score function: no gradient through f
+    log_q = -((z_blocked - mu) ** 2) / (2 * sigma0 ** 2)             # log N(z; mu, sigma^2) + const
+    (score,) = torch.autograd.grad((f(z_blocked) * log_q).mean(1).sum(), mu)
+    return score.squeeze(1), reparam.squeeze(1)
+
+
+Ls = [1, 4, 16, 64, 256]
+stats = {L: estimates(L) for L in Ls}
+var_score = [float(stats[L][0].var()) for L in Ls]
+var_reparam = [float(stats[L][1].var()) for L in Ls]
+for L, vs, vr in zip(Ls, var_score, var_reparam):
+    print(f"L={L:>3}: mean score {float(stats[L][0].mean()):+.2f}, reparam {float(stats[L][1].mean()):+.2f} "
+          f"(true {true_grad:+.0f}); variance score {vs:8.3f}, reparam {vr:.4f}, ratio {vs / vr:.0f}x")
+    assert abs(float(stats[L][1].mean()) - true_grad) < 0.05 and abs(float(stats[L][0].mean()) - true_grad) < 1.0
+    assert vs > 10 * vr
+fig, ax = plt.subplots(figsize=(6, 3.4))
+ax.loglog(Ls, var_score, "o-", label="score function")
+ax.loglog(Ls, var_reparam, "s-", label="reparameterisation")
+ax.set(xlabel="samples L per estimate", ylabel="variance of the gradient estimate",
+       title="same gradient, very different noise")
+ax.legend()
+save(fig, "03_gradient_variance.png")
+
+# %% [markdown]
+# Both fall as 1/L (they are averages), but the score-function estimator starts over an order of magnitude
+# noisier, and the gap grows when f is large far from its minimum. That is why the VAE samples as
+# z = μ + σ·ε: a tiny change of the encoder's μ or σ moves z smoothly, and backpropagation can follow it.
+#
+# ## 5. Why the encoder outputs log σ²
+#
+# A variance must be positive; a linear layer outputs any real number. Predicting **log σ²** and exponentiating
+# makes every output valid, and spreads tiny and huge variances evenly (σ² = 10⁻⁶ and 1 are just −13.8 and 0).
+# Predicting σ directly needs a clamp, and one gradient step can push it through zero:
+
+# %%
+sigma_direct, logvar = torch.tensor(0.3, requires_grad=True), torch.tensor(math.log(0.3 ** 2), requires_grad=True)
+loss_direct = sigma_direct ** 2 * 20                   # some loss that wants a small variance
+loss_log = torch.exp(logvar) * 20
+loss_direct.backward(); loss_log.backward()
+lr = 0.1
+sigma_next = sigma_direct.item() - lr * sigma_direct.grad.item()
+sigma_via_logvar = math.exp(0.5 * (logvar.item() - lr * logvar.grad.item()))
+print(f"after one step: sigma = {sigma_next:+.2f} (invalid), via logvar: sigma = {sigma_via_logvar:.3f} (still valid)")
+assert sigma_next < 0 < sigma_via_logvar
+
+# %% [markdown]
+# ## 6. sdlearn holds the same: `sdlearn.vae.VAE` (= diffusers' `AutoencoderKL`)
+#
+# Stable Diffusion's autoencoder is a convolutional VAE: resnet blocks and stride-2 convolutions shrink the image
+# f = 2³ = 8 times per side, a self-attention block mixes the lowest resolution, and the encoder's last conv
+# outputs 2 × 4 channels: the mean and the log-variance of q(z|x). `sdlearn.vae` writes it out in ~300 lines with
+# the same parameter names as diffusers, so the same weights give the same numbers. Its posterior's `.kl()` is
+# the closed form of section 2, summed over latent elements, against N(0, I).
+
+# %%
+from diffusers import AutoencoderKL
+
+from sdlearn.vae import SD_VAE_CONFIG, VAE, DiagonalGaussian
+
+config = {**SD_VAE_CONFIG, "block_out_channels": [16, 32, 32, 32], "norm_num_groups": 8}  # SD geometry, narrow
+torch.manual_seed(0)
+theirs = AutoencoderKL(**config).eval()
+ours = VAE.from_config(dict(theirs.config)).eval()
+ours.load_state_dict(theirs.state_dict())                       # same keys: strict load works
+x = to_tensor(render("star", "red", "small", "top left", seed=0)).unsqueeze(0)   # (1, 3, 64, 64)
+with torch.no_grad():
+    post_ours, post_theirs = ours.encode(x), theirs.encode(x).latent_dist
+    diff = (ours.decode(post_ours.mean) - theirs.decode(post_theirs.mean).sample).abs().max()
+print("latent", tuple(post_ours.mean.shape), "| max |difference| of the decoded images:", f"{float(diff):.0e}")
+assert diff < 1e-5
+m, lv = post_ours.mean, post_ours.logvar
+by_hand = sum(kl_gauss(float(a), math.exp(0.5 * float(c)), 0.0, 1.0) for a, c in zip(m.flatten(), lv.flatten()))
+assert abs(by_hand - float(post_ours.kl())) < 1e-3 * max(1.0, by_hand)
+
+# %% [markdown]
+# ### SD's VAE and its scale factor
+#
+# With SD's config (channels 128-256-512-512, two resnets per block) the model has 83.7M parameters and maps
+# 512×512×3 = 786,432 numbers to 64×64×4 = 16,384: 48× fewer. We count the parameters without allocating them
+# (on the `meta` device).
+#
+# The latents of the trained SD VAE have a standard deviation of about 5.5. Diffusion adds noise of std 1, so the
+# latents are multiplied by `scaling_factor` = 1 / std before diffusion and divided by it before decoding; the
+# authors measured the std on a batch of training latents: 1 / 5.49 ≈ 0.18215. We derive our Shapes VAE's factor
+# the same way.
+
+# %%
+with torch.device("meta"):
+    sd_vae = VAE.from_config(SD_VAE_CONFIG)
+n_params = sum(p.numel() for p in sd_vae.parameters())
+f_sd = sd_vae.downsample_factor
+print(f"SD VAE: {n_params / 1e6:.1f}M parameters, f = {f_sd}; 512x512x3 -> {512 // f_sd}x{512 // f_sd}x4, "
+      f"{512 * 512 * 3 // (64 * 64 * 4)}x fewer numbers; 1/0.18215 = {1 / 0.18215:.2f}")
+assert f_sd == 8 and round(n_params / 1e6, 1) == 83.7
+
+# %% [markdown]
+# ## 7. The bundled Shapes VAE
+#
+# The tiny text-to-image model in this course uses a VAE with SD's geometry, 64×64×3 → 8×8×4, trained on Shapes
+# renders by `python -m sdlearn train vae --seed 0` (foreground-weighted L1 + MSE with an edge term, KL weight 1e-6).
+# It ships in `sdlearn/assets/tiny/vae/` and loads in sdlearn and diffusers alike. We derive its scale factor from
+# 400 renders and compare with the one stored in its config.
+
+# %%
+from sdlearn.evaluate import read_attributes
+from sdlearn.train.vae import ShapesStream
+
+TINY_VAE = Path(__import__("sdlearn").__file__).parent / "assets" / "tiny" / "vae"
+vae = VAE.from_pretrained(TINY_VAE)
+train_like = torch.stack([ShapesStream(400, seed=0)[i] for i in range(400)])
+with torch.no_grad():
+    z = vae.encode(train_like).sample(torch.Generator().manual_seed(0))          # (400, 4, 8, 8)
+derived = 1 / float(z.std())
+print(f"latent std {float(z.std()):.2f} -> scaling factor {derived:.3f}; stored in config.json: {vae.scaling_factor}")
+assert abs(derived - vae.scaling_factor) / vae.scaling_factor < 0.05
+print("scaled latents: std", round(float((z * vae.scaling_factor).std()), 2))
+
+# %% [markdown]
+# Reconstructions of renders the VAE never saw. The hard cases are small stars and small squares: their points
+# and corners are a pixel or two, and one latent pixel covers 8×8 image pixels. We read the attributes back from
+# each reconstruction with `sdlearn.evaluate.read_attributes` and compare with the original.
+
+# %%
+held = ShapesStream(40, seed=10_000, p_small=1.0)                       # small shapes only: the hard cases
+x = torch.stack([held[i] for i in range(40)])
+with torch.no_grad():
+    posterior = vae.encode(x)
+    x_hat = vae.decode(posterior.mode()).clamp(-1, 1)
+psnr = 10 * torch.log10(4 / (x_hat - x).pow(2).mean())
+same = [a == b for a, b in zip(read_attributes(x), read_attributes(x_hat))]
+print(f"PSNR {float(psnr):.1f} dB; attributes unchanged in {sum(same)}/{len(same)} reconstructions")
+assert psnr > 30 and sum(same) >= 38
+
+fig, axes = plt.subplots(2, 10, figsize=(13, 3))
+for c in range(10):
+    for r, imgs in enumerate((x, x_hat)):
+        axes[r, c].imshow(to_pil(imgs[c]))
+        axes[r, c].axis("off")
+axes[0, 0].set_title("original", loc="left")
+axes[1, 0].set_title("reconstruction", loc="left")
+save(fig, "03_shapes_reconstructions.png")
+
+# %% [markdown]
+# What does the latent look like? Each of the 4 channels is an 8×8 image; the shape is visible in them as a
+# blob in the right place, and the channels encode colour and shape differently.
+
+# %%
+fig, axes = plt.subplots(3, 5, figsize=(9, 5.6))
+for r in range(3):
+    axes[r, 0].imshow(to_pil(x[r]))
+    for c in range(4):
+        axes[r, c + 1].imshow(posterior.mean[r, c].numpy(), cmap="RdBu_r")
+        axes[0, c + 1].set_title(f"channel {c}")
+    for ax in axes[r]:
+        ax.axis("off")
+save(fig, "03_latent_channels.png")
+
+# %% [markdown]
+# **Interpolation in latent space.** Decoding points on the straight line between two latents. The VAE was never
+# asked to make the in-between latents meaningful, and it shows: the path cross-fades rather than morphs, one reason
+# why the *diffusion* model, not the VAE, is what generates images.
+
+# %%
+a = to_tensor(render("circle", "red", "large", "top left", seed=1)).unsqueeze(0)
+b = to_tensor(render("square", "blue", "large", "bottom right", seed=2)).unsqueeze(0)
+with torch.no_grad():
+    za, zb = vae.encode(a).mode(), vae.encode(b).mode()
+    ts = torch.linspace(0, 1, 7)
+    path = vae.decode(torch.cat([(1 - t) * za + t * zb for t in ts])).clamp(-1, 1)
+fig, axes = plt.subplots(1, 7, figsize=(12, 2))
+for ax, img, t in zip(axes, path, ts):
+    ax.imshow(to_pil(img)); ax.set_title(f"t = {t:.2f}"); ax.axis("off")
+save(fig, "03_latent_interpolation.png")
+assert (path[0] - a[0]).abs().mean() < 0.02 and (path[-1] - b[0]).abs().mean() < 0.02
+
+# %% [markdown]
+# ## 8. How much does f cost? (Figure 1 of the LDM paper, small)
+#
+# `benchmarks/bench_vae_photos.py` trains three small KL-VAEs with f = 4, 8 and 16 (4 latent channels each) on random
+# crops of three photos and measures PSNR on a fourth, held-out photo. Less downsampling keeps more detail, but
+# leaves the diffusion model more numbers to handle: LDM chose f = 4 to 8 as the sweet spot, SD f = 8.
+# (Its stored result, made on a GPU in about 5 minutes:)
+
+# %%
+import json
+
+bench = Path("../images/03_photo_f.json")
+if bench.exists():
+    rows = json.loads(bench.read_text())
+    for r in rows:
+        print(f"f = {r['f']:>2}: latent {r['latent']:>8}, compression {r['compression']:>3}x, held-out PSNR {r['psnr_held_out']} dB")
+    assert [r["psnr_held_out"] for r in rows] == sorted((r["psnr_held_out"] for r in rows), reverse=True)
+    fig = plt.figure(figsize=(14, 3.2))
+    plt.imshow(plt.imread("../images/03_photo_f.png")); plt.axis("off")
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** Compute KL(N(2, 0.5²) ‖ N(0, 1)) with the closed form, and check it against a Monte Carlo estimate.
+
+# %%
+# your answer (one possible solution)
+answer_1 = kl_gauss(2.0, 0.5, 0.0, 1.0)
+print(round(answer_1, 4))
+
+# %%
+assert abs(answer_1 - kl_monte_carlo(2.0, 0.5, 0.0, 1.0)) < 0.01
+assert abs(answer_1 - (math.log(2) + (0.25 + 4) / 2 - 0.5)) < 1e-12
+print("correct!")
+
+# %% [markdown]
+# **2.** Write `reparameterise(mean, logvar, eps)` that returns a sample of N(mean, exp(logvar)) from standard-normal
+# `eps`. It must reproduce `DiagonalGaussian.sample` when fed the same noise.
+
+# %%
+# your answer (one possible solution)
+def reparameterise(mean, logvar, eps):
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+# %%
+moments = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(5))
+q = DiagonalGaussian(moments)
+eps = torch.randn(q.mean.shape, generator=torch.Generator().manual_seed(9))
+assert torch.allclose(reparameterise(q.mean, q.logvar, eps), q.sample(torch.Generator().manual_seed(9)))
+print("correct!")
+
+# %% [markdown]
+# **3.** Stable Diffusion v1 generates a 768×512 (height × width) image. What shape is the latent the UNet denoises
+# (batch 1)? And how many times fewer numbers is that than the image? Check with the tiny VAE's encoder
+# (any image whose sides are multiples of f works for it too).
+
+# %%
+# your answer (one possible solution)
+answer_3 = (1, 4, 768 // 8, 512 // 8)
+fewer = 768 * 512 * 3 / (answer_3[1] * answer_3[2] * answer_3[3])
+
+# %%
+with torch.no_grad():
+    probe = vae.encode(torch.zeros(1, 3, 768 // 8, 512 // 8)).mean        # same f=8 geometry, smaller image
+assert answer_3 == (1, 4, 8 * probe.shape[2], 8 * probe.shape[3]) and fewer == 48
+print("correct!")
