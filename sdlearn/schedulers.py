@@ -265,7 +265,8 @@ class DDPM(_AlphaBarScheduler):
     only = {**_AlphaBarScheduler.only, "variance_type": ("fixed_small", "fixed_large")}
 
     def _previous_timestep(self, t: int) -> int:
-        i = int((self.timesteps == t).nonzero()[0, 0])
+        """The next timestep in the schedule (-1 after the last one)."""
+        i = self.index_for_timestep(t)
         return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
 
     def step(self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor,

@@ -194,6 +194,10 @@ def test_errors(name):
         cls(timestep_spacing="uniform")
     with pytest.raises(TypeError, match="unknown config keys"):
         cls(num_steps=10)
+    s.set_timesteps(10)
+    if name != "ddim":  # DDIM, as diffusers', steps from any t to t - T // n
+        with pytest.raises(ValueError, match="not one of this scheduler's timesteps"):
+            s.step(x, 500.5, x)
 
 
 def test_unsupported_options_are_refused():
