@@ -1,7 +1,7 @@
 """Forward time and peak memory of sdlearn's UNet vs diffusers' UNet2DConditionModel on the same weights.
 
 Both models hold the very same weight tensors (built once, assigned into both), run the same inputs,
-and are timed interleaved (ours, theirs, ours, ...) so that load from other processes hits both alike.
+and are timed interleaved (alternating which goes first) so that load from other processes hits both alike.
 Peak memory is the rise of the process's resident memory during one forward (sampled every 0.5 ms
 on CPU; torch.cuda.max_memory_allocated on CUDA). Appends a dated section to benchmarks/RESULTS.md.
 
@@ -103,9 +103,10 @@ def bench_case(name: str, dtypes: list[torch.dtype], device: torch.device, repea
         with torch.inference_mode():
             err = (run_ours().float() - run_theirs().float()).abs().max().item()   # also the warm-up
             times = {"sdlearn": [], "diffusers": []}
-            for _ in range(repeats):
-                times["sdlearn"].append(timed(run_ours, device))
-                times["diffusers"].append(timed(run_theirs, device))
+            for i in range(repeats):  # alternate who goes first, so neither always follows the other
+                order = [("sdlearn", run_ours), ("diffusers", run_theirs)][:: 1 if i % 2 == 0 else -1]
+                for who, fn in order:
+                    times[who].append(timed(fn, device))
             mem = {"sdlearn": peak_memory(run_ours, device), "diffusers": peak_memory(run_theirs, device)}
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append(dict(case=name, shape=shape, dtype=str(dtype).removeprefix("torch."), repeats=repeats,
