@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=4500, help="optimizer steps")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--num-images", type=int, default=40_000, help="training renders (latents cached)")
+    ap.add_argument("--num-images", type=int, default=20_000, help="training renders (latents cached)")
     ap.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty captions (for CFG)")
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
     ap.add_argument("--channels", default="64,128,128")
