@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -257,3 +259,73 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
             raise ValueError("mask selects no pixels")
         mse = (err * w).sum() / w.sum()
     return float(10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-12)))
+
+
+# ---------------------------------------------------------------------------------------------
+# prompt following of a text-to-image model
+
+
+def random_prompts(n: int, seed: int = 0, held_out: bool = False) -> list[Attributes]:
+    """``n`` random attribute sets to prompt with, the same for the same ``seed``.
+
+    ``held_out=False``: uniform over the combinations the model was trained on (never a pair in
+    ``data.HELD_OUT``). ``held_out=True``: only the HELD_OUT (shape, colour) pairs, with random size
+    and position: combinations the model never saw a caption or image of.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1; got {n!r}")
+    rng = np.random.default_rng([seed, 7])
+    if not held_out:
+        return [data.random_attributes(rng, holdout=True) for _ in range(n)]
+    pairs = [data.HELD_OUT[i] for i in rng.integers(len(data.HELD_OUT), size=n)]
+    return [Attributes(shape, color, SIZES[rng.integers(len(SIZES))], POSITIONS[rng.integers(len(POSITIONS))])
+            for shape, color in pairs]
+
+
+def prompt_following(pipe, attributes: Sequence[Attributes], seed: int = 0, batch_size: int = 50,
+                     progress: bool = True, **sampler_kwargs) -> dict:
+    """Prompt a text-to-image pipeline with the canonical caption of each attribute set and read
+    the images back: the fraction right per attribute, ``"all"`` four right, and the cost.
+
+    Prompt ``i`` starts from the latents ``randn`` draws from ``torch.Generator().manual_seed(seed + i)``,
+    so its image does not depend on the batch it lands in and every sampler / guidance scale starts
+    from the same noise. Stochastic samplers draw their per-step noise from one generator seeded
+    with ``seed`` (reproducible for a given ``batch_size``). ``sampler_kwargs`` go to
+    ``pipe.text_to_image`` (``num_inference_steps``, ``guidance_scale``, ``scheduler``, ...).
+
+    Returns ``{"shape", "color", "size", "position", "all": accuracies in [0, 1], "n": images,
+    "seconds_per_image": wall time, "read": the attributes read from each image}``.
+    """
+    attributes = list(attributes)
+    if not attributes or not all(isinstance(a, Attributes) for a in attributes):
+        raise TypeError("attributes must be a non-empty sequence of sdlearn.data.Attributes "
+                        "(e.g. from random_prompts)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    for key in ("prompt", "seed", "generator", "latents", "output_type"):
+        if key in sampler_kwargs:
+            raise ValueError(f"prompt_following sets {key!r} itself; pass only sampler options "
+                             "(num_inference_steps, guidance_scale, scheduler, negative_prompt, ...)")
+    from tqdm.auto import tqdm
+
+    from sdlearn.device import randn
+
+    cfg = pipe.unet.config
+    latent_shape = (cfg["out_channels"], cfg["sample_size"], cfg["sample_size"])      # (4, h, w)
+    step_noise = torch.Generator().manual_seed(seed)
+    shown, pipe.progress_bar = getattr(pipe, "progress_bar", True), False
+    read: list[Attributes] = []
+    start = time.perf_counter()
+    try:
+        for lo in tqdm(range(0, len(attributes), batch_size), disable=not progress, desc="prompt following"):
+            batch = attributes[lo:lo + batch_size]
+            z_T = torch.stack([randn(latent_shape, torch.Generator().manual_seed(seed + lo + j))
+                               for j in range(len(batch))])                            # (b, 4, h, w)
+            images = pipe.text_to_image([a.caption() for a in batch], latents=z_T, generator=step_noise,
+                                        output_type="pt", **sampler_kwargs)           # (b, 3, H, W) in [0, 1]
+            read += read_attributes(images * 2 - 1)
+    finally:
+        pipe.progress_bar = shown
+    seconds = time.perf_counter() - start
+    acc = attribute_accuracy(read, attributes)
+    return {**acc, "n": len(attributes), "seconds_per_image": seconds / len(attributes), "read": read}
