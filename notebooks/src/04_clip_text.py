@@ -253,6 +253,8 @@ names = [tok.decoder[i].replace("</w>", "") for i in a[0, :12].tolist()]
 axes[1].bar(range(12), delta[:12], color=["#999" if i < changed else "#d62" for i in range(12)])
 axes[1].set_xticks(range(12), [n.replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>")
                                for n in names], rotation=45)
+for i in range(changed):
+    axes[1].text(i, 0.2, "0", ha="center", color="#555")          # exactly zero: earlier slots cannot see the change
 axes[1].set_title(f"change of each token's state when slot {changed} onwards changes")
 axes[1].set_ylabel("‖Δ state‖")
 save(fig, "04_causal_mask.png")
@@ -302,17 +304,19 @@ print(f"layer 0 (embedding + position): min cosine {sim_static.min():.2f}")
 print(f"last layer: same sense {within:.2f}  vs  different sense {across:.2f}")
 assert within > across + 0.05
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-for ax, sim, title in [(axes[0], sim_static, "input embedding of 'bank'"),
-                       (axes[1], sim_ctx, "last-layer state of 'bank'")]:
-    im = ax.imshow(sim, vmin=0, vmax=1, cmap="magma")
-    ax.set_xticks(range(6), [s[:22] for s in sentences], rotation=60, ha="right")
-    ax.set_yticks(range(6), [s[:22] for s in sentences])
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+for ax, sim, title in [(axes[0], sim_static, "input embedding of 'bank' (layer 0)"),
+                       (axes[1], sim_ctx, "state of 'bank' after 6 layers")]:
+    im = ax.imshow(sim, vmin=0.6, vmax=1, cmap="magma")
+    ax.set_xticks(range(6), [f"#{i + 1}" for i in range(6)])
+    ax.set_yticks(range(6), [f"#{i + 1} {s}" for i, s in enumerate(sentences)] if ax is axes[0] else [])
+    ax.axhline(2.5, color="cyan", lw=1.5)
+    ax.axvline(2.5, color="cyan", lw=1.5)                               # river | money
     ax.set_title(title)
     for i in range(6):
         for j in range(6):
-            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if sim[i, j] < 0.6 else "black")
+            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if sim[i, j] < 0.85 else "black")
 fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
 save(fig, "04_contextual_bank.png")
 plt.show()
@@ -374,8 +378,8 @@ ax.set_xlabel("step (batch of 64 image-caption pairs)")
 ax.legend()
 save(fig, "04_live_contrastive.png")
 plt.show()
-print(f"loss: {losses[0]:.1f} at the start (log 64 = {math.log(64):.2f}) -> {np.mean(losses[-10:]):.1f} after 60 steps")
-assert abs(losses[0] - math.log(64)) < 0.5 and np.mean(losses[-10:]) < 0.6 * math.log(64)
+print(f"loss: {losses[0]:.1f} at the start (chance: log 64 = {math.log(64):.2f}) -> {np.mean(losses[-10:]):.1f} after 60 steps")
+assert losses[0] > 0.9 * math.log(64) and np.mean(losses[-10:]) < 0.5 * math.log(64)
 
 # %% [markdown]
 # The bundled tiny CLIP trained both towers together (text encoder 128 wide with 4 layers). Its
@@ -395,16 +399,16 @@ caps = [a.caption() for a in show]
 with torch.no_grad():
     sim = clip.encode_image(imgs) @ clip.encode_text(tokenize(tok, caps)).T   # (8 images, 8 captions)
 
-fig = plt.figure(figsize=(11, 6.2))
-grid = fig.add_gridspec(2, 9, height_ratios=[1, 6.5], hspace=0.05)
-for j in range(8):
-    ax = fig.add_subplot(grid[0, j + 1])
-    ax.imshow((imgs[j].permute(1, 2, 0) + 1) / 2)
-    ax.axis("off")
-ax = fig.add_subplot(grid[1, 1:])
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+fig, ax = plt.subplots(figsize=(9, 7))
 ax.imshow(sim.T, cmap="viridis")
 ax.set_yticks(range(8), caps)
 ax.set_xticks([])
+ax.set_ylim(7.5, -1.6)                                           # room above the matrix for the images
+for j in range(8):                                               # each column's image as its label
+    thumb = OffsetImage(((imgs[j].permute(1, 2, 0) + 1) / 2).numpy(), zoom=0.62)
+    ax.add_artist(AnnotationBbox(thumb, (j, -1.05), frameon=False))
 for i in range(8):
     for j in range(8):
         ax.text(j, i, f"{sim[j, i]:.2f}", ha="center", va="center", fontsize=8,
@@ -431,7 +435,7 @@ flat = clip.image_encoder(pair)                                   # flatten + li
 cos_pooled = F.cosine_similarity(pooled[0], pooled[1], dim=0).item()
 cos_flat = F.cosine_similarity(flat[0], flat[1], dim=0).item()
 print(f"same shape, moved: cosine {cos_pooled:.2f} after global pooling, {cos_flat:.2f} with the flattened head")
-assert cos_pooled > 0.9 and cos_flat < cos_pooled - 0.3
+assert cos_pooled > 0.95 and cos_flat < 0.9  # pooling forgets where; the flattened head remembers
 
 # %% [markdown]
 # ## 7. What the UNet receives: (B, 77, d)
