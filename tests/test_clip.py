@@ -142,3 +142,15 @@ def test_bundled_tiny_clip_retrieves_captions():
     # chance is 1/64 for retrieval, 1/9 for position: these floors catch a broken or untrained model
     assert scores["retrieval_top1"] > 0.7
     assert scores["zero_shot_position"] > 0.7
+
+
+def test_training_is_reproducible_by_seed():
+    from sdlearn.train.clip import train
+
+    small = {**TINY_TEXT_CONFIG, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "projection_dim": 32}
+    runs = [train(seed=s, steps=3, batch_size=16, pool=64, text_config=small, progress=False, log_every=10)
+            for s in (0, 0, 1)]
+    same = [torch.equal(a, b) for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values())]
+    assert all(same)
+    assert not torch.equal(runs[0].image_encoder.head[1].weight, runs[2].image_encoder.head[1].weight)
