@@ -213,9 +213,11 @@ class CLIPTokenizer:
         """
         if isinstance(prompts, str):
             prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-            bad = prompts if not isinstance(prompts, (list, tuple)) else next(p for p in prompts if not isinstance(p, str))
-            raise TypeError(f"prompts must be a str or a list of str, got {type(bad).__name__}")
+        if not isinstance(prompts, (list, tuple)):
+            raise TypeError(f"prompts must be a str or a list of str, got {type(prompts).__name__}")
+        for p in prompts:
+            if not isinstance(p, str):
+                raise TypeError(f"prompts must be a str or a list of str, got an element of type {type(p).__name__}")
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an int >= 2 (room for the start and end ids), got {max_length!r}")
         rows = []

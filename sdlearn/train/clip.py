@@ -19,8 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdlearn.clip import TINY_CLIP_DIR, TinyCLIP, contrastive_loss
-from sdlearn.data import (COLORS, POSITIONS, SHAPES, SIZES, Attributes, ShapesDataset, caption,
-                          varied_caption)
+from sdlearn.data import COLORS, POSITIONS, SHAPES, SIZES, Attributes, ShapesDataset, varied_caption
 from sdlearn.tokenizer import CLIPTokenizer
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
