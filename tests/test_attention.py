@@ -12,6 +12,15 @@ from sdlearn.attention import (Attention, attention_heatmaps, capture_attention,
 ATOL = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to a busy machine's OpenMP stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_written_out_equals_sdpa_and_rows_sum_to_one():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, n, 16, generator=g) for n in (10, 7, 7))

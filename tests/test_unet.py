@@ -19,6 +19,15 @@ from sdlearn.unet import UNet, timestep_embedding
 RTOL_SCALE = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On a busy 2-core machine two OpenMP threads waiting on each other make these forwards 5-50x
+    slower; one thread is nearly as fast on an idle machine and steady on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def assert_same(ours: torch.Tensor, ref: torch.Tensor) -> None:
     assert ours.shape == ref.shape
     err = (ours - ref).abs().max().item()
@@ -33,6 +42,32 @@ def pair(config: dict, seed: int = 0) -> tuple[UNet, UNet2DConditionModel]:
         ref = UNet2DConditionModel.from_config(config)
     ref.load_state_dict(ours.state_dict(), strict=True, assign=True)
     return ours, ref.eval()
+
+
+def pair_full_size(config: dict, seed: int = 0) -> tuple[UNet, UNet2DConditionModel]:
+    """As ``pair`` for the 860M-parameter configs, with cheaper random weights: slices of one random
+    vector of prime length (so no two tensors, nor a tensor and its transpose, coincide), scaled by
+    1/sqrt(fan_in) like PyTorch's default init; norms' scales near 1. Drawing 860M numbers one by one
+    takes longer than the comparison itself."""
+    with torch.device("meta"):
+        ours, ref = UNet.from_config(config), UNet2DConditionModel.from_config(config)
+    pool = torch.randn(1_000_003, generator=torch.Generator().manual_seed(seed))
+    state, offset = {}, 0
+    for name, meta in ours.state_dict().items():
+        n = meta.numel()
+        start = offset % pool.numel()
+        values = pool.roll(-start).repeat(n // pool.numel() + 1)[:n].view(meta.shape)  # a fresh buffer
+        offset += 7919 + n
+        if meta.ndim > 1:
+            values.div_(meta[0].numel() ** 0.5)                # weights: std 1/sqrt(fan_in)
+        elif "norm" in name and name.endswith("weight"):
+            values.mul_(0.1).add_(1)                           # GroupNorm/LayerNorm scales
+        else:
+            values.mul_(0.02)                                  # biases
+        state[name] = values
+    ours.load_state_dict(state, strict=True, assign=True)
+    ref.load_state_dict(state, strict=True, assign=True)
+    return ours.eval(), ref.eval()
 
 
 SMALL = dict(sample_size=16, block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=8,
@@ -156,7 +191,7 @@ def test_capture_attention_in_unet():
 @pytest.mark.parametrize("config,params", [(SD15_UNET, 859_520_964), (SD21_UNET, 865_910_724)],
                          ids=["sd15", "sd21"])
 def test_full_size_sd_unets_match_diffusers(config, params):
-    ours, ref = pair(config)   # ~3.4 GB of float32 weights, shared by both models
+    ours, ref = pair_full_size(config)   # ~3.4 GB of float32 weights, shared by both models
     try:
         assert sum(p.numel() for p in ours.parameters()) == params
         g = torch.Generator().manual_seed(0)
