@@ -171,6 +171,8 @@ def test_from_pretrained_roundtrip_and_checks(tmp_path):
     assert UNet.from_pretrained(tmp_path / "unet", torch_dtype=torch.bfloat16).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="config.json"):
         UNet.from_pretrained(tmp_path)
+    ref.to(torch.float16).save_pretrained(tmp_path / "half", safe_serialization=True)
+    assert UNet.from_pretrained(tmp_path / "half").dtype == torch.float32   # diffusers' default too
     other = UNet.from_config({**REDUCED["v2"], "cross_attention_dim": 24})
     with pytest.raises(ValueError, match="wrong shapes"):
         other.load_weights(ref.state_dict())
