@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=4500, help="optimizer steps")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop (and export) after this many steps, keeping the --steps learning-rate schedule")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--num-images", type=int, default=20_000, help="training renders (latents cached)")
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     bar = tqdm(total=args.steps, initial=step, desc="training t2i", disable=not accelerator.is_main_process)
     unet.train()
-    while step < args.steps:
+    last = min(args.steps, args.stop_after or args.steps)
+    while step < last:
         idx = torch.randint(len(mean), (args.batch_size,), generator=gen)
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale  # z0 ~ q(z|x), scaled
         cap = caption[idx].clone()
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         log.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(log[-50:]):.4f}")
-        if accelerator.is_main_process and (step % args.checkpoint_every == 0 or step == args.steps):
+        if accelerator.is_main_process and (step % args.checkpoint_every == 0 or step == last):
             _save_checkpoint(ckpt, accelerator.unwrap_model(unet), ema, opt, sched, step, log)
             save_model(ema, args.model_dir, config)
     bar.close()
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.run_dir / "loss.json").write_text(json.dumps({"loss": log, "seconds": time.time() - t0,
                                                             "device": str(device), "args": vars(args)},
                                                            default=str))
-        print(f"t2i: {args.steps} steps in {(time.time() - t0) / 60:.1f} min; "
+        print(f"t2i: {step} steps in {(time.time() - t0) / 60:.1f} min; "
               f"final loss {np.mean(log[-200:]):.4f}; wrote {args.model_dir / 'unet'}")
 
 
