@@ -71,14 +71,16 @@ def peak_memory(fn, device: torch.device) -> float:
     return max(peak[0] - base, 0) / 2**20
 
 
-def timed(fn, device: torch.device) -> float:
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU time leaves out the time other processes
+    held the cores, so on a shared machine it is the steadier of the two."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_case(name: str, dtypes: list[torch.dtype], device: torch.device, repeats: int) -> list[dict]:
@@ -108,10 +110,12 @@ def bench_case(name: str, dtypes: list[torch.dtype], device: torch.device, repea
                 for who, fn in order:
                     times[who].append(timed(fn, device))
             mem = {"sdlearn": peak_memory(run_ours, device), "diffusers": peak_memory(run_theirs, device)}
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+        cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
         rows.append(dict(case=name, shape=shape, dtype=str(dtype).removeprefix("torch."), repeats=repeats,
                          ours_ms=1000 * med["sdlearn"], theirs_ms=1000 * med["diffusers"],
-                         ours_min=1000 * min(times["sdlearn"]), theirs_min=1000 * min(times["diffusers"]),
+                         ours_min=1000 * min(times["sdlearn"])[0], theirs_min=1000 * min(times["diffusers"])[0],
+                         ours_cpu=1000 * cpu["sdlearn"], theirs_cpu=1000 * cpu["diffusers"],
                          ours_mib=mem["sdlearn"], theirs_mib=mem["diffusers"], max_diff=err))
         print(rows[-1], flush=True)
         del state
@@ -141,14 +145,16 @@ def main() -> None:
                f"torch {torch.__version__}" + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""))
     lines = [f"\n## UNet forward: sdlearn vs diffusers, same weights ({datetime.date.today()}, {device.type})\n",
              f"Machine: {machine}. `python benchmarks/bench_unet.py {' '.join(os.sys.argv[1:])}`. Shared machine: "
-             "the two models are timed interleaved, median (and min) of the runs; ratio < 1 means sdlearn is faster.\n",
+             "the two models are timed interleaved, median (and min) of the runs, wall-clock and process CPU time; "
+             "ratio = sdlearn / diffusers, < 1 means sdlearn is faster.\n",
              "| config | latent | dtype | runs | sdlearn ms | diffusers ms | ratio (median) | ratio (min) "
-             "| sdlearn peak MiB | diffusers peak MiB | max abs diff |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| sdlearn CPU ms | diffusers CPU ms | ratio (CPU) | sdlearn peak MiB | diffusers peak MiB | max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['repeats']} "
                      f"| {r['ours_ms']:.1f} | {r['theirs_ms']:.1f} | {r['ours_ms'] / r['theirs_ms']:.2f} "
-                     f"| {r['ours_min'] / r['theirs_min']:.2f} | {r['ours_mib']:.0f} | {r['theirs_mib']:.0f} "
+                     f"| {r['ours_min'] / r['theirs_min']:.2f} | {r['ours_cpu']:.1f} | {r['theirs_cpu']:.1f} "
+                     f"| {r['ours_cpu'] / r['theirs_cpu']:.2f} | {r['ours_mib']:.0f} | {r['theirs_mib']:.0f} "
                      f"| {r['max_diff']:.2g} |")
     text = "\n".join(lines) + "\n"
     print(text)
