@@ -1,0 +1,447 @@
+# %% [markdown]
+# # 07 · Training latent diffusion: a text-to-image model on a CPU
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/07_training_latent_diffusion.ipynb)
+#
+# Every part is ready: a noise schedule (01), a denoiser and its loss (02), an autoencoder whose latents
+# are 48 times smaller than the pixels (03), a text encoder (04), cross-attention (05) and the UNet (06).
+# This notebook puts them together and **trains a text-to-image model**, exactly the recipe of Stable
+# Diffusion, on the Shapes world.
+#
+# **What you will learn**
+#
+# 1. The latent diffusion objective **with conditioning**, L_LDM = E ‖ε − ε_θ(z_t, t, τ(y))‖², term by term.
+# 2. Why the frozen VAE and text encoder let us **encode the data once** and train on cached latents,
+#    and where the latent scale factor comes from (measured, not typed in).
+# 3. The **training loop written out**: sample t, noise, caption dropout, predict, MSE, AdamW, EMA;
+#    a live run of about a minute, its loss curve and its first samples.
+# 4. The bundled model (trained by the same loop for an hour): a grid of prompts, read back and scored.
+# 5. **Caption dropout**: why 10% empty captions are what makes classifier-free guidance possible,
+#    and what guidance 1 vs 5 changes.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdlearn import evaluate
+from sdlearn.clip import CLIPTextEncoder
+from sdlearn.data import COLORS, SHAPES, ShapesDataset, caption
+from sdlearn.device import randn, seed_everything
+from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
+from sdlearn.schedulers import DPMSolverPP
+from sdlearn.schedules import alpha_bar, make_betas, q_sample
+from sdlearn.tokenizer import CLIPTokenizer
+from sdlearn.train import t2i
+from sdlearn.unet import UNet
+from sdlearn.vae import VAE
+from sdlearn.viz import image_grid
+
+IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
+
+
+def save(fig, name):
+    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
+    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
+    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
+
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+
+# %% [markdown]
+# ## 1. The objective, with conditioning
+#
+# Notebook 02 trained a denoiser on pixels with the simple loss of Ho et al. (2020). Latent diffusion
+# (Rombach et al. 2022, Eq. 2) changes two things: the diffusion runs on the **latent** z₀ = E(x) of a
+# frozen autoencoder, and the denoiser also sees the **text** y through a frozen text encoder τ:
+#
+# $$L_{LDM} = \mathbb{E}_{z_0 = \mathcal{E}(x),\; y,\; \varepsilon \sim \mathcal{N}(0, I),\; t \sim U\{0..999\}}
+# \Big[\, \big\| \varepsilon - \varepsilon_\theta\big(z_t,\ t,\ \tau(y)\big) \big\|^2 \,\Big],
+# \qquad z_t = \sqrt{\bar\alpha_t}\, z_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon .$$
+#
+# | symbol | what it is here | shape | trained? |
+# |---|---|---|---|
+# | x | a Shapes image | (3, 64, 64) | data |
+# | E(x) → z₀ | the Shapes VAE's encoder (notebook 03), times its scale factor | (4, 8, 8) | frozen |
+# | y → τ(y) | the caption through the tiny CLIP text encoder (notebook 04) | (77, 128) | frozen |
+# | t, ᾱ_t | Stable Diffusion's `scaled_linear` schedule, 1000 steps (notebook 01) | scalar | fixed |
+# | ε_θ | the UNet (notebook 06), text entering through cross-attention (notebook 05) | (4, 8, 8) | **trained** |
+#
+# Only ε_θ learns. Let's load the two frozen parts from the bundled model folder.
+
+# %%
+vae = VAE.from_pretrained(TINY_MODEL_DIR / "vae").eval().requires_grad_(False)
+text_encoder = CLIPTextEncoder.from_pretrained(TINY_MODEL_DIR / "text_encoder").eval().requires_grad_(False)
+tokenizer = CLIPTokenizer()
+a_bar = alpha_bar(make_betas("scaled_linear", 1000, 0.00085, 0.012))   # (1000,) cumulative products of 1 - beta
+print(f"VAE {sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M parameters (frozen), "
+      f"text encoder {sum(p.numel() for p in text_encoder.parameters()) / 1e6:.1f}M (frozen)")
+print(f"alpha_bar: t=0 {a_bar[0]:.4f}, t=500 {a_bar[500]:.4f}, t=999 {a_bar[999]:.4f}")
+
+# %% [markdown]
+# ## 2. Encode the data once
+#
+# Because E and τ never change, z₀ = E(x) and τ(y) are the same at every epoch: computing them inside the
+# loop would repeat the same work thousands of times. So we render a dataset, encode it **once** and keep
+# the latents' mean and standard deviation (the VAE's q(z|x) = N(μ, σ²); drawing z₀ = μ + σ·n afresh at
+# every step is a free augmentation), plus one text state per distinct caption. The bundled trainer
+# (`sdlearn/train/t2i.py`, `cache_dataset`) does the same with 40,000 images.
+#
+# Captions come in varied wordings ("a small red circle in the top left", "top left: a red circle, small",
+# ...), and never name one of the five held-out (shape, colour) pairs, so that we can later test whether the
+# model *composes* attributes it saw only separately.
+
+# %%
+N = 640
+dataset = ShapesDataset(N, seed=0, holdout=True, varied=True)
+t0 = time.perf_counter()
+images, captions = zip(*(dataset[i] for i in range(N)))
+x = torch.stack(images)                                            # (N, 3, 64, 64) in [-1, 1]
+with torch.no_grad():
+    posteriors = [vae.encode(x[i:i + 160]) for i in range(0, N, 160)]         # q(z|x) per chunk
+mu = torch.cat([q.mean for q in posteriors])                       # (N, 4, 8, 8)
+sigma = torch.cat([q.std for q in posteriors])                     # (N, 4, 8, 8)
+unique = [""] + sorted(set(captions))                              # index 0: the empty caption
+caption_id = torch.tensor([unique.index(c) for c in captions])     # (N,)
+with torch.no_grad():
+    states = text_encoder(tokenizer(unique))                       # (U, 77) ids -> (U, 77, 128)
+encode_seconds = time.perf_counter() - t0
+print(f"{N} images -> latents {tuple(mu.shape)}; {len(unique)} distinct captions -> states {tuple(states.shape)}")
+print(f"each image: {mu[0].numel()} latent means (+ as many stds) instead of {x[0].numel()} pixels values, "
+      f"{x[0].numel() // mu[0].numel()}x fewer")
+print("examples:", *[f"'{c}'" for c in captions[:3]], sep="\n  ")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(f"rendering + encoding took {encode_seconds:.1f} s, once")
+
+# %% [markdown]
+# **Where the scale factor comes from.** The diffusion schedule assumes z₀ has about unit variance: at
+# t = 999 it mixes √ᾱ = 0.07 of the signal with noise of variance 1 − ᾱ ≈ 1, which is "pure noise" only if
+# the signal is not much larger than 1. The VAE's raw latents have some other spread, so Stable Diffusion
+# multiplies them by a constant, 0.18215 for SD 1.x: one over the standard deviation of its latents. We
+# measure ours and compare with the number stored in the VAE's config.
+
+# %%
+z_raw = mu + sigma * torch.randn(mu.shape, generator=g)            # samples of q(z|x), unscaled
+measured = 1 / z_raw.std().item()
+stored = vae.config["scaling_factor"]
+print(f"std of raw latents {z_raw.std():.3f}  ->  1/std = {measured:.3f}; config scaling_factor = {stored:.3f}")
+assert abs(measured - stored) / stored < 0.05
+z0_all = z_raw * stored
+print(f"scaled latents: mean {z0_all.mean():+.3f}, std {z0_all.std():.3f}")
+
+# %% [markdown]
+# ## 3. The training loop, written out
+#
+# One step of training, following the objective line by line:
+#
+# 1. pick a batch of cached latents and draw z₀ ~ q(z|x), scaled;
+# 2. **caption dropout**: replace 10% of the captions by the empty caption "" (why: section 5);
+# 3. pick a random step t for each example and noise ε ~ N(0, I); form z_t with q(z_t | z₀) (Ho et al. Eq. 4);
+# 4. predict ε̂ = ε_θ(z_t, t, τ(y)) and take the mean squared error against ε;
+# 5. AdamW step, and update an **exponential moving average** (EMA) of the weights, which is what we
+#    sample from: an average over the last few hundred steps is smoother than any single step's weights.
+#
+# For a live run we use a classroom-size UNet (channels 32/64, 1.1M parameters) and about a minute of
+# training. The bundled model is the same loop with a 7M-parameter UNet for an hour.
+
+# %%
+config = t2i.unet_config(cross_attention_dim=states.shape[-1], channels=(32, 64), layers_per_block=1)
+torch.manual_seed(0)
+unet = UNet.from_config(config)
+ema = copy.deepcopy(unet).requires_grad_(False)
+opt = torch.optim.AdamW(unet.parameters(), lr=3e-3, weight_decay=0.01)
+print(f"live UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, channels {config['block_out_channels']}")
+
+STEPS, BATCH, P_DROP, EMA_DECAY = 120, 32, 0.1, 0.95
+
+
+def training_step(gen: torch.Generator) -> float:
+    idx = torch.randint(N, (BATCH,), generator=gen)
+    z0 = (mu[idx] + sigma[idx] * torch.randn(mu[idx].shape, generator=gen)) * stored   # (B, 4, 8, 8) ~ q(z|x)
+    cap = caption_id[idx].clone()
+    cap[torch.rand(BATCH, generator=gen) < P_DROP] = 0                                # caption dropout -> ""
+    t = torch.randint(1000, (BATCH,), generator=gen)                                  # (B,) random steps
+    eps = torch.randn(z0.shape, generator=gen)                                        # (B, 4, 8, 8)
+    z_t = a_bar[t].sqrt()[:, None, None, None] * z0 + (1 - a_bar[t]).sqrt()[:, None, None, None] * eps
+    eps_hat = unet(z_t, t, states[cap])                                               # (B, 4, 8, 8)
+    loss = F.mse_loss(eps_hat, eps)                                                   # L_LDM on this batch
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():                                                             # EMA of the weights
+        for p_ema, p in zip(ema.parameters(), unet.parameters()):
+            p_ema.lerp_(p, 1 - EMA_DECAY)
+    return loss.item()
+
+
+gen = torch.Generator().manual_seed(0)
+t0 = time.perf_counter()
+losses = [training_step(gen) for _ in range(STEPS)]
+train_seconds = time.perf_counter() - t0
+print(f"loss: first 10 steps {np.mean(losses[:10]):.2f}, last 10 steps {np.mean(losses[-10:]):.2f}")
+assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(f"{STEPS} steps of batch {BATCH} in {train_seconds:.0f} s ({STEPS / train_seconds:.1f} steps/s)")
+
+# %% [markdown]
+# The same z_t, written with sdlearn's `q_sample`, is what the bundled trainer uses; both give the same numbers:
+
+# %%
+z0, eps, t = z0_all[:4], torch.randn(4, 4, 8, 8, generator=g), torch.tensor([0, 250, 500, 999])
+by_hand = a_bar[t].sqrt()[:, None, None, None] * z0 + (1 - a_bar[t]).sqrt()[:, None, None, None] * eps
+assert torch.allclose(by_hand, q_sample(z0, t, eps, a_bar), atol=1e-6)
+print("q_sample matches the formula; the trainer's schedule:", {k: t2i.SCHEDULER_CONFIG[k] for k in
+      ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")})
+
+# %% [markdown]
+# **What does the loss mean?** A network that always answers ε̂ = 0 scores E‖ε‖²/d = 1 (the variance of the
+# noise), so 1 is the floor of knowing nothing. The loss also depends strongly on t: at large t, z_t is
+# almost pure noise and ε ≈ z_t, so the noise is easy to read off; at small t the noise is a tiny
+# perturbation of z₀ and to find it the model must know what a clean latent looks like. The average
+# hides this, so we plot both the training curve and, at the end of the run, the loss per t.
+
+# %%
+@torch.no_grad()
+def loss_per_t(model, n: int = 128, ts=(1, 10, 50, 100, 250, 500, 750, 999)) -> list[float]:
+    """L_LDM at fixed t on n cached latents with their real captions (fixed noise: comparable across models)."""
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.randint(N, (n,), generator=gen)
+    z0 = (mu[idx] + sigma[idx] * torch.randn(mu[idx].shape, generator=gen)) * stored
+    eps = torch.randn(z0.shape, generator=gen)
+    out = []
+    for t in ts:
+        tt = torch.full((n,), t)
+        out.append(F.mse_loss(model(q_sample(z0, tt, eps, a_bar), tt, states[caption_id[idx]]), eps).item())
+    return out
+
+
+T_GRID = (1, 10, 50, 100, 250, 500, 750, 999)
+live_per_t = loss_per_t(ema)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot(losses, lw=0.8, alpha=0.5, label="per step")
+axes[0].plot(np.convolve(losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
+axes[0].axhline(1.0, color="gray", ls="--", lw=1, label="ε̂ = 0 (knows nothing)")
+axes[0].set(xlabel="training step", ylabel="MSE(ε̂, ε)", title="live run: training loss", ylim=(0, 1.3))
+axes[0].legend(fontsize=8)
+axes[1].semilogx(T_GRID, live_per_t, "o-", label=f"live UNet after {STEPS} steps")
+axes[1].set(xlabel="t", ylabel="MSE(ε̂, ε)", title="loss per timestep (EMA weights)")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+save(fig, "07_live_training.png")
+plt.show()
+
+# %% [markdown]
+# ### First samples from the live model
+#
+# The live UNet plugs into the same sampler that notebook 08 writes out (`StableDiffusion` takes any UNet):
+# 20 DPM-Solver++ steps, guidance 5. After one minute of training expect blobs, some of roughly the right
+# colour, on a background the model has not learned to keep clean yet (guidance amplifies a weak model's
+# errors too): colour is the easiest attribute (it is most of each latent's energy), shape the hardest.
+
+# %%
+live = StableDiffusion(ema, vae, text_encoder, tokenizer, DPMSolverPP.from_config(t2i.SCHEDULER_CONFIG))
+live.progress_bar = False
+prompts = [caption(s, c, "large", "center") for s, c in
+           [("circle", "red"), ("square", "blue"), ("triangle", "green"), ("star", "yellow"), ("diamond", "purple"), ("square", "orange")]]
+live_images = live.text_to_image(prompts, num_inference_steps=20, guidance_scale=5.0, seed=0)
+live_read = evaluate.read_attributes(live_images)
+fig = image_grid(live_images, nrow=6, captions=[f"{p.split()[2]} {p.split()[3]}? read: {r.color}" for p, r in zip(prompts, live_read)])
+fig.suptitle(f"live model after {STEPS} training steps (asked? what the reader sees)", y=1.18)
+save(fig, "07_live_samples.png")
+plt.show()
+print("colours right:", sum(r.color == p.split()[2] for r, p in zip(live_read, prompts)), "of", len(prompts))
+
+# %% [markdown]
+# ## 4. The bundled model: the same loop for an hour
+#
+# `python -m sdlearn train t2i --seed 0` runs this loop with a 7M-parameter UNet (channels 64/128/128,
+# cross-attention at every level), 40,000 cached images, batch 128, 4,500 steps, a warm-up then cosine
+# learning rate, EMA 0.999, and exports the EMA weights to `sdlearn/assets/tiny/unet/`, in diffusers'
+# layout. Let's load it and compare its loss per t with our one-minute model.
+
+# %%
+pipe = StableDiffusion.tiny(device="cpu").to(dtype=torch.float32)  # weights ship in float16; compute in float32
+pipe.progress_bar = False
+print({k: pipe.unet.config[k] for k in ("block_out_channels", "layers_per_block", "cross_attention_dim")},
+      f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M parameters")
+bundled_per_t = loss_per_t(pipe.unet)
+print("t:        ", *[f"{t:>6}" for t in T_GRID])
+print("live:     ", *[f"{v:6.3f}" for v in live_per_t])
+print("bundled:  ", *[f"{v:6.3f}" for v in bundled_per_t])
+assert np.mean(bundled_per_t) < np.mean(live_per_t)
+
+# %%
+train_loss = IMAGES / "07_training_loss.png"
+if train_loss.exists():
+    from IPython.display import Image as IPImage, display
+    print("the bundled model's training loss (from runs/t2i/loss.json, written by the trainer):")
+    display(IPImage(filename=str(train_loss), width=520))
+
+# %% [markdown]
+# ### A grid of prompts, read back
+#
+# Every colour with every shape, large, in the centre, and 20 DPM-Solver++ steps at guidance 5. Under each
+# image: what `sdlearn.evaluate.read_attributes` (notebook 00's reader) sees. The five held-out pairs
+# (marked ★) never appeared in a caption or an image during training.
+
+# %%
+from sdlearn.data import HELD_OUT
+
+grid_attrs = [(s, c) for c in COLORS for s in SHAPES]
+grid_prompts = [caption(s, c, "large", "center") for s, c in grid_attrs]
+grid_images = pipe.text_to_image(grid_prompts, num_inference_steps=20, guidance_scale=5.0, seed=0)
+grid_read = evaluate.read_attributes(grid_images)
+labels = [f"{'★ ' if (s, c) in HELD_OUT else ''}{c} {s}\nread: {r.color} {r.shape}"
+          for (s, c), r in zip(grid_attrs, grid_read)]
+fig = image_grid(grid_images, nrow=len(SHAPES), captions=labels, figsize=1.5)
+save(fig, "07_prompt_grid.png")
+plt.show()
+right = [(r.shape, r.color) == a for r, a in zip(grid_read, grid_attrs)]
+seen = [ok for ok, a in zip(right, grid_attrs) if a not in HELD_OUT]
+held = [ok for ok, a in zip(right, grid_attrs) if a in HELD_OUT]
+print(f"shape and colour right: {sum(seen)}/{len(seen)} trained pairs, {sum(held)}/{len(held)} held-out pairs")
+
+# %% [markdown]
+# Size and position are words too. One prompt per position, alternating small and large:
+
+# %%
+from sdlearn.data import POSITIONS
+
+pos_attrs = [evaluate.Attributes("star" if i % 2 else "circle", COLORS[i % 6], ("small", "large")[i % 2], p)
+             for i, p in enumerate(POSITIONS)]
+pos_images = pipe.text_to_image([a.caption() for a in pos_attrs], num_inference_steps=20, guidance_scale=5.0, seed=1)
+pos_read = evaluate.read_attributes(pos_images)
+fig = image_grid(pos_images, nrow=9, captions=[a.caption()[2:] for a in pos_attrs], figsize=1.6)
+save(fig, "07_positions.png")
+plt.show()
+acc = evaluate.attribute_accuracy(pos_read, pos_attrs)
+print({k: f"{v:.0%}" for k, v in acc.items()})
+
+# %% [markdown]
+# ## 5. Caption dropout, and why it makes guidance possible
+#
+# In 10% of training steps the caption was replaced by "". So the *same* network learned two things:
+# ε_θ(z_t, t, τ(y)), the noise given the caption, and ε_θ(z_t, t, τ("")), the noise of an image with no
+# caption at all. Classifier-free guidance (Ho & Salimans 2022) combines them at sampling time:
+#
+# $$\hat\varepsilon = \varepsilon_\theta(z_t, t, \varnothing) + w\,\big(\varepsilon_\theta(z_t, t, y) - \varepsilon_\theta(z_t, t, \varnothing)\big)$$
+#
+# The difference is the direction "towards this caption and away from a generic image". w = 1 is the plain
+# conditional model; w > 1 pushes further along it. Without dropout, τ("") would be an input the network
+# never saw, and the unconditional branch would be garbage: no guidance.
+#
+# First, what the unconditional model draws (prompt ""):
+
+# %%
+uncond = pipe.text_to_image([""] * 8, num_inference_steps=20, guidance_scale=1.0, seed=2)
+fig = image_grid(uncond, nrow=8, captions=[f"{r.size} {r.color} {r.shape}" for r in evaluate.read_attributes(uncond)])
+fig.suptitle('prompt "" (the 10% dropped captions taught this); under each: what the reader sees', y=1.15)
+save(fig, "07_unconditional.png")
+plt.show()
+
+# %% [markdown]
+# Then the same prompts and the same starting noise with guidance 1 (no guidance) and 5, over 40 random
+# prompts, scored by the reader:
+
+# %%
+prompts40 = evaluate.random_prompts(40, seed=7)
+scores = {w: evaluate.prompt_following(pipe, prompts40, seed=0, guidance_scale=w, num_inference_steps=20,
+                                       scheduler="dpm++", progress=False) for w in (1.0, 5.0)}
+for w, r in scores.items():
+    print(f"guidance {w}: " + ", ".join(f"{k} {r[k]:.0%}" for k in ("color", "shape", "size", "position", "all")))
+assert scores[5.0]["all"] > scores[1.0]["all"]
+
+z_T = torch.stack([randn((4, 8, 8), torch.Generator().manual_seed(i)) for i in range(6)])
+pair_prompts = [a.caption() for a in prompts40[:6]]
+rows = [pipe.text_to_image(pair_prompts, latents=z_T, num_inference_steps=20, guidance_scale=w) for w in (1.0, 5.0)]
+fig = image_grid(rows[0] + rows[1], nrow=6, captions=[f"w=1: {p[2:]}" for p in pair_prompts] + [f"w=5: {p[2:]}" for p in pair_prompts])
+save(fig, "07_guidance_1_vs_5.png")
+plt.show()
+
+# %% [markdown]
+# ## 6. Exercises
+#
+# **Exercise 1.** Write `drop_captions(ids, p, gen)` that replaces each caption index by 0 (the empty
+# caption) with probability p, as the training step does, without changing `ids` in place.
+
+# %%
+def drop_captions(ids: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    # your answer (one possible solution)
+    out = ids.clone()
+    out[torch.rand(len(ids), generator=gen) < p] = 0
+    return out
+
+
+# %%
+ids = torch.arange(1, 20001)
+dropped = drop_captions(ids, 0.1, torch.Generator().manual_seed(0))
+assert torch.equal(ids, torch.arange(1, 20001)), "ids must not change in place"
+assert abs((dropped == 0).float().mean().item() - 0.1) < 0.01 and torch.equal(dropped[dropped > 0], ids[dropped > 0])
+print("correct!")
+
+# %% [markdown]
+# **Exercise 2.** Two networks that need no training: one always predicts ε̂ = 0, the other ε̂ = z_t
+# (reasonable at large t, where z_t is almost all noise). What loss does each score at step t, as a
+# function of ᾱ_t? (Hint: E[(z_t − ε)²] per dimension, with z₀ of mean 0 and variance 1, independent of ε.)
+# The simulation below checks your formulas.
+
+# %%
+def loss_if_eps_hat_is_zero(t: int) -> float:
+    # your answer (one possible solution)
+    return 1.0
+
+
+def loss_if_eps_hat_is_z_t(t: int) -> float:
+    # your answer (one possible solution): z_t - eps = sqrt(a) z0 + (sqrt(1 - a) - 1) eps
+    a = a_bar[t].item()
+    return a + (1 - (1 - a) ** 0.5) ** 2
+
+
+# %%
+sim_eps = torch.randn(20000, 4, generator=g)
+sim_z0 = ((z0_all - z0_all.mean()) / z0_all.std()).flatten()[:80000].reshape(20000, 4)   # mean 0, variance 1
+for t in (10, 500, 999):
+    z_t = q_sample(sim_z0, torch.full((20000,), t), sim_eps, a_bar)
+    assert abs(F.mse_loss(torch.zeros_like(sim_eps), sim_eps).item() - loss_if_eps_hat_is_zero(t)) < 0.03
+    assert abs(F.mse_loss(z_t, sim_eps).item() - loss_if_eps_hat_is_z_t(t)) < 0.03, t
+print("correct!  e.g. at t=999 predicting eps = z_t already scores", round(loss_if_eps_hat_is_z_t(999), 4))
+
+# %% [markdown]
+# **Exercise 3.** Classifier-free guidance with w = 0 returns the unconditional prediction and w = 1 the
+# conditional one. Write `guide(eps_uncond, eps_cond, w)`, then use the bundled UNet to check that guidance
+# 1 through the pipeline's `predict_noise` equals one conditional call.
+
+# %%
+def guide(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
+    # your answer (one possible solution)
+    return eps_uncond + w * (eps_cond - eps_uncond)
+
+
+# %%
+z = torch.randn(1, 4, 8, 8, generator=g)
+tt = torch.tensor(500)
+ctx = pipe.encode_prompt(["", "a red circle"])                         # (2, 77, 128): [uncond; cond]
+with torch.no_grad():
+    e_u, e_c = pipe.unet(torch.cat([z, z]), tt, ctx).chunk(2)
+assert torch.allclose(guide(e_u, e_c, 0.0), e_u) and torch.allclose(guide(e_u, e_c, 1.0), e_c)
+sched = DPMSolverPP.from_config(t2i.SCHEDULER_CONFIG)
+assert torch.allclose(pipe.predict_noise(z, tt, ctx, 3.0, sched), guide(e_u, e_c, 3.0), atol=1e-5)
+print("correct!")
