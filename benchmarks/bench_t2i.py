@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from sdlearn import evaluate
-from sdlearn.pipeline import StableDiffusion
+from sdlearn.pipeline import StableDiffusion, make_scheduler
+from sdlearn.train.t2i import SCHEDULER_CONFIG
 
 SEED = 1000                      # noise seeds 1000.. ; prompt seeds 0 (trained) and 1 (held out)
 GOALS = {"color": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90}
@@ -82,7 +83,9 @@ def main() -> None:
             results["samplers"][label] = results["headline"]
             continue
         prompts = trained[:args.n_ddpm if key == "ddpm" else args.n_samplers]
-        results["samplers"][label] = measure(prompts, label, scheduler=key, num_inference_steps=steps,
+        config = {**SCHEDULER_CONFIG, "steps_offset": 0} if steps == 1000 else SCHEDULER_CONFIG  # t = 999..0
+        results["samplers"][label] = measure(prompts, label, scheduler=make_scheduler(key, config),
+                                             num_inference_steps=steps,
                                              guidance_scale=args.guidance)
 
     section = report(results, args, torch.get_num_threads())
