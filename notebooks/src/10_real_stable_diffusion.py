@@ -397,8 +397,8 @@ marker.unlink(missing_ok=True)
 
 
 class Payload:
-    def __reduce__(self):                      # pickle stores "call open(marker, 'w')" ...
-        return (open, (str(marker), "w"))      # ... and torch.load(weights_only=False) would run it
+    def __reduce__(self):                      # pickle stores "call io.open(marker, 'w')" ...
+        return (io.open, (str(marker), "w"))   # ... and torch.load(weights_only=False) would run it
 
 
 evil = Path("/tmp/tiny_sd_evil.ckpt")
