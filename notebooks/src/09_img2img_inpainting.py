@@ -313,7 +313,7 @@ assert curve["position"][-1] >= 0.8          # the prompt names the same place: 
 # %% [markdown]
 # The picture changes at a surprisingly small strength: strength 0.05 runs a single step, from
 # t = 48 (DPM-Solver's "leading" spacing with 20 steps puts the last step there), where the noise
-# is only about a fifth of the signal, yet the colour already follows the prompt in most images.
+# is only about a fifth of the signal, yet with this model the colour can already follow the prompt.
 # Why? Noise is added with the same size to all four latent channels, but the channels are not
 # equally large: the spreads below show that one of them is smaller than that noise, so whatever
 # it carries is decided afresh by the model even at the lowest strength. The shape, carried by
