@@ -1,0 +1,466 @@
+# %% [markdown]
+# # 08 · Sampling: from a prompt to a picture, every step in view
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/08_sampling.ipynb)
+#
+# Notebook 07 trained a text-to-image model. Here we take it apart at sampling time: the whole sampler in
+# one short function, then every knob it has.
+#
+# **What you will learn**
+#
+# 1. The **full sampler** written out (tokenise, encode, unconditional embedding, initial latents, the loop
+#    with classifier-free guidance, decode), checked equal to `sdlearn`'s pipeline.
+# 2. **Seeds and generators**: why the same seed repeats an image and reusing a generator does not.
+# 3. **Negative prompts**: steering *away* from a word.
+# 4. The **guidance scale**, from ignoring the prompt to over-saturated caricature.
+# 5. **Samplers** on the same noise: DDPM, DDIM, DPM-Solver++, Euler, Euler ancestral; how many steps each
+#    needs, measured.
+# 6. **Cross-attention heatmaps**: where "red", "circle", "top" and "left" look, step by step.
+# 7. An interactive panel, and the same loop run on **diffusers'** components.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import sys
+if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
+    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+
+# %%
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from sdlearn import evaluate
+from sdlearn.attention import attention_heatmaps, capture_attention
+from sdlearn.data import Attributes
+from sdlearn.device import seed_everything
+from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
+from sdlearn.train.t2i import SCHEDULER_CONFIG
+from sdlearn.viz import image_grid, plot_attention_maps
+
+IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
+
+
+def save(fig, name):
+    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
+    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
+    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
+
+
+torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
+g = seed_everything(0)
+pipe = StableDiffusion.tiny(device="cpu").to(dtype=torch.float32)  # weights ship in float16; compute in float32
+pipe.progress_bar = False
+print(type(pipe.unet).__name__, type(pipe.vae).__name__, type(pipe.text_encoder).__name__,
+      type(pipe.tokenizer).__name__, type(pipe.scheduler).__name__)
+
+
+def scheduler_for(name: str, **changes):
+    """A fresh scheduler ("ddpm", "ddim", "dpm++", "euler", "euler_a") on the schedule the model was trained with."""
+    return make_scheduler(name, {**SCHEDULER_CONFIG, **changes})
+
+# %% [markdown]
+# ## 1. The whole sampler in one function
+#
+# A sampler needs five things: a way to turn text into token ids, the text encoder, the UNet, the VAE's
+# decoder and a scheduler (notebook 02's reverse-process step). With them:
+#
+# 1. **tokenise** the prompt and the negative prompt (by default "") into (B, 77) ids;
+# 2. **encode** both: (B, 77, d) each. The empty prompt's states are the *unconditional* embedding;
+# 3. draw the **initial latents** z_T ~ N(0, I) from a seeded generator, times the scheduler's
+#    `init_noise_sigma` (1 for DDPM-style schedulers, σ_max ≈ 14.6 for Euler-style ones);
+# 4. **loop** over the scheduler's timesteps: run the UNet once on [z; z] with [uncond; cond] (one batch
+#    of 2B), combine ε̂ = ε_u + w (ε_c − ε_u), and let the scheduler take one step;
+# 5. **decode** z₀ / scaling_factor with the VAE.
+#
+# We pass the five parts in as plain functions, so the very same loop will later run diffusers' parts.
+
+# %%
+@torch.no_grad()
+def generate_simplified(prompt: list[str], parts: dict, negative_prompt: list[str] | None = None,
+                        num_inference_steps: int = 20, guidance_scale: float = 5.0, seed: int = 0) -> torch.Tensor:
+    """Text to image, the way Stable Diffusion does it. Returns (B, 3, 64, 64) in [0, 1]."""
+    tokenize, encode, unet, decode, scheduler = (parts[k] for k in ("tokenize", "encode", "unet", "decode", "scheduler"))
+    negative_prompt = negative_prompt or [""] * len(prompt)
+    # 1-2. text -> ids -> states, for the prompt and the negative (unconditional) prompt
+    cond = encode(tokenize(prompt))                                   # (B, 77) -> (B, 77, d)
+    uncond = encode(tokenize(negative_prompt))                        # (B, 77) -> (B, 77, d)
+    context = torch.cat([uncond, cond])                               # (2B, 77, d)
+    # 3. initial latents, drawn on a CPU generator
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latents = torch.randn((len(prompt), 4, 8, 8), generator=generator)  # (B, 4, 8, 8): z_T ~ N(0, I)
+    scheduler.set_timesteps(num_inference_steps)
+    latents = latents * scheduler.init_noise_sigma
+    # 4. the denoising loop with classifier-free guidance
+    for t in scheduler.timesteps:
+        z_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)   # (2B, 4, 8, 8)
+        eps_uncond, eps_cond = unet(z_in, t, context).chunk(2)                # (2B, 4, 8, 8) -> 2 x (B, 4, 8, 8)
+        eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
+    # 5. decode
+    image = decode(latents / parts["scaling_factor"])                 # (B, 4, 8, 8) -> (B, 3, 64, 64) in [-1, 1]
+    return (image.clamp(-1, 1) + 1) / 2
+
+
+ours = {"tokenize": pipe.tokenizer, "encode": pipe.text_encoder, "unet": pipe.unet, "decode": pipe.vae.decode,
+        "scheduler": scheduler_for("dpm++"), "scaling_factor": pipe.scaling_factor}
+prompts = ["a large red circle in the top left", "a small blue star in the bottom right",
+           "a large green triangle in the center", "a large yellow square in the top right"]
+mine = generate_simplified(prompts, ours, seed=0)
+theirs = pipe.text_to_image(prompts, seed=0, num_inference_steps=20, guidance_scale=5.0, output_type="pt")
+print(f"hand-written loop vs sdlearn's pipeline: max |difference| = {(mine - theirs).abs().max():.1e}")
+assert torch.allclose(mine, theirs, atol=1e-5)
+fig = image_grid(mine, nrow=4, captions=prompts, figsize=1.9)
+save(fig, "08_generate_simplified.png")
+plt.show()
+
+# %% [markdown]
+# The pipeline's `text_to_image` is this function plus checks (sizes, batch sizes, step counts), output
+# types, callbacks and the other samplers. From here on we use it.
+#
+# ## 2. Seeds and generators
+#
+# All the randomness of an image is the initial latent z_T (plus, for stochastic samplers such as DDPM
+# and Euler ancestral, fresh noise at every step). A `torch.Generator` is a stream of random numbers:
+# seeding it fixes the stream, and every draw *advances* it. So:
+#
+# * `seed=0` twice → the same image (the pipeline builds a fresh generator from the seed);
+# * passing the **same generator object** twice → two different images: the second call continues the
+#   stream where the first stopped, 4·8·8 = 256 numbers later;
+# * in a batch, image i takes the i-th block of 256 numbers.
+
+# %%
+prompt = "a large purple diamond in the center"
+gen = torch.Generator().manual_seed(0)
+a = pipe.text_to_image(prompt, generator=gen, output_type="pt")
+b = pipe.text_to_image(prompt, generator=gen, output_type="pt")       # the same generator, reused
+c = pipe.text_to_image(prompt, seed=0, output_type="pt")              # a fresh generator from seed 0
+batch = pipe.text_to_image([prompt] * 2, seed=0, output_type="pt")    # both images in one call
+print("seed 0 again == first image:", torch.allclose(a, c))
+print("reused generator == first image:", torch.allclose(a, b))
+stream = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))   # the first 512 numbers of seed 0
+second = pipe.text_to_image(prompt, latents=stream[1:2], output_type="pt")
+assert torch.allclose(a, c) and not torch.allclose(a, b)
+assert torch.allclose(b, second, atol=1e-6) and torch.allclose(batch[1:], second, atol=1e-5)
+print("second call == image from numbers 257-512 of seed 0 == image 2 of the batch")
+fig = image_grid(torch.cat([a, b, c, batch]) * 2 - 1, nrow=5,
+                 captions=["generator, call 1", "same generator, call 2", "seed=0", "batch[0], seed=0", "batch[1], seed=0"])
+save(fig, "08_seeds.png")
+plt.show()
+
+# %% [markdown]
+# ## 3. Negative prompts
+#
+# Guidance pushes from the unconditional prediction towards the prompt. Nothing forces the starting point
+# to be the empty prompt: with a **negative prompt** n, the pipeline uses ε̂ = ε(n) + w (ε(y) − ε(n)),
+# which points towards y *and away from n*. "a circle" says nothing about colour or size, so the model
+# falls back on its habits; a negative "red" or "large" pushes it off them. We count over 24 seeds (the
+# same starting noise in each row).
+
+# %%
+z_T = torch.randn(24, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+rows = {}
+for negative in ("", "red", "large"):
+    imgs = pipe.text_to_image(["a circle"] * 24, negative_prompt=[negative] * 24, latents=z_T, output_type="pt")
+    rows[negative] = (imgs, evaluate.read_attributes(imgs * 2 - 1))
+for negative, (_, read) in rows.items():
+    print(f"negative {negative!r:8}: red {sum(r.color == 'red' for r in read):2d}/24, "
+          f"small {sum(r.size == 'small' for r in read):2d}/24, circles {sum(r.shape == 'circle' for r in read):2d}/24")
+assert sum(r.color == "red" for r in rows["red"][1]) < max(1, sum(r.color == "red" for r in rows[""][1]))
+assert sum(r.size == "small" for r in rows["large"][1]) > sum(r.size == "small" for r in rows[""][1])
+fig = image_grid(torch.cat([rows[n][0][:8] for n in rows]) * 2 - 1, nrow=8,
+                 captions=[f"neg. {n!r}" if i == 0 else "" for n in rows for i in range(8)], figsize=1.3)
+fig.suptitle('"a circle": no negative prompt, negative "red", negative "large" (first 8 of 24 seeds)', y=1.02)
+save(fig, "08_negative_prompts.png")
+plt.show()
+
+# %% [markdown]
+# ## 4. The guidance scale
+#
+# w = 1 is the plain conditional model, and larger w extrapolates beyond it. (By the formula w = 0 would be
+# the unconditional model, but Stable Diffusion pipelines, ours and diffusers', treat any w ≤ 1 as "no
+# guidance" and skip the unconditional half of the batch; notebook 07 shows the unconditional model with
+# the prompt "".) Too little guidance and the picture drifts from the prompt; too much and the
+# update overshoots: colours saturate and edges harden, because ε̂ is pushed outside what the model ever
+# predicted during training. Same noise in every column of a row:
+
+# %%
+scales = (1.0, 2.0, 4.0, 7.5, 12.0, 20.0)
+grid_prompts = ["a large red circle in the top left", "a small blue star in the bottom right",
+                "a large orange diamond in the center right"]
+z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)).repeat(len(grid_prompts), 1, 1, 1)
+by_scale = {w: pipe.text_to_image(grid_prompts, latents=z_T, guidance_scale=w, output_type="pt") for w in scales}
+imgs = torch.stack([by_scale[w] for w in scales], dim=1).flatten(0, 1)          # rows: prompts, columns: w
+fig = image_grid(imgs * 2 - 1, nrow=len(scales),
+                 captions=[f"w = {w}" if i < len(scales) else "" for i, w in enumerate(list(scales) * 3)], figsize=1.3)
+save(fig, "08_guidance_grid.png")
+plt.show()
+attrs = [Attributes("circle", "red", "large", "top left"), Attributes("star", "blue", "small", "bottom right"),
+         Attributes("diamond", "orange", "large", "center right")]
+for w in scales:
+    acc = evaluate.attribute_accuracy(by_scale[w] * 2 - 1, attrs)
+    contrast = (by_scale[w] - by_scale[w].mean(dim=(2, 3), keepdim=True)).abs().mean().item()
+    print(f"w = {w:4}: all four attributes right in {round(acc['all'] * 3)}/3, mean |pixel - image mean| {contrast:.3f}")
+
+# %% [markdown]
+# ## 5. Samplers on the same noise
+#
+# The UNet is the same; the scheduler decides how to walk from z_T to z₀ (notebook 02). DDPM takes the
+# 1000-step ancestral walk it was trained for; DDIM, Euler and DPM-Solver++ solve the deterministic
+# probability-flow ODE with bigger steps; Euler ancestral adds fresh noise each step. First a look: the
+# same prompt and noise through each sampler at 5, 10 and 25 steps (DDPM's full 1000-step walk costs
+# 1000 UNet calls per image: its accuracy and time are in the benchmark, `benchmarks/RESULTS.md`).
+
+# %%
+names = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "euler": "Euler", "euler_a": "Euler ancestral"}
+steps_grid = (5, 10, 25)
+cmp_prompt = "a large green star in the top right"
+z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+cells, captions, seconds = [], [], {}
+for n in steps_grid:                                   # rows: step counts, columns: samplers
+    for key, name in names.items():
+        t0 = time.perf_counter()
+        cells.append(pipe.text_to_image(cmp_prompt, latents=z_T, num_inference_steps=n, scheduler=scheduler_for(key),
+                                        generator=torch.Generator().manual_seed(0), output_type="pt"))
+        seconds[key, n] = time.perf_counter() - t0
+        captions.append(f"{name}, {n}")
+fig = image_grid(torch.cat(cells) * 2 - 1, nrow=len(names), captions=captions, figsize=1.5)
+save(fig, "08_samplers.png")
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("seconds per image (one image, guidance on; shared CPU):")
+for key, name in names.items():
+    print(f"  {name:16}", "  ".join(f"{n:>4} steps {seconds[key, n]:5.2f} s" for n in steps_grid))
+
+# %% [markdown]
+# How many steps are enough? For the deterministic samplers there is an exact answer to converge to: the
+# ODE's solution from the same z_T. We take DPM-Solver++ with 100 steps as that reference and measure each
+# sampler's distance to it. One detail matters here: SD's default "leading" timestep spacing starts at a
+# different t for each step count (t = 951 for 20 steps, 751 for 4), so runs with different counts solve
+# slightly different problems. For a fair race every sampler uses "trailing" spacing, which always starts
+# at t = 999.
+
+# %%
+conv_prompts = ["a large red circle in the top left", "a small blue star in the bottom right"]
+z_T = torch.randn(len(conv_prompts), 4, 8, 8, generator=torch.Generator().manual_seed(5))
+reference = pipe.text_to_image(conv_prompts, latents=z_T, num_inference_steps=100, output_type="latent",
+                               scheduler=scheduler_for("dpm++", timestep_spacing="trailing"))
+step_counts = (4, 6, 10, 15, 25, 40)
+errors = {}
+for key in ("ddim", "euler", "dpm++"):
+    errors[key] = [(pipe.text_to_image(conv_prompts, latents=z_T, num_inference_steps=n, output_type="latent",
+                                       scheduler=scheduler_for(key, timestep_spacing="trailing")) - reference
+                    ).pow(2).mean().sqrt().item() for n in step_counts]
+fig, ax = plt.subplots(figsize=(5.5, 3.4))
+for key, errs in errors.items():
+    ax.loglog(step_counts, errs, "o-", label=names[key])
+ax.axhline(0.05, color="gray", ls="--", lw=1, label="RMS 0.05 (invisible)")
+ax.set(xlabel="sampling steps", ylabel="RMS distance to the ODE solution\n(latents)", title="How fast each sampler converges")
+ax.set_xticks(step_counts, [str(n) for n in step_counts])
+ax.minorticks_off()
+ax.legend(fontsize=8)
+save(fig, "08_sampler_convergence.png")
+plt.show()
+for key, errs in errors.items():
+    slope = np.polyfit(np.log(step_counts[2:]), np.log(errs[2:]), 1)[0]
+    enough = next((n for n, e in zip(step_counts, errs) if e < 0.05), None)
+    print(f"{names[key]:13} error ~ steps^{slope:.1f}; first step count below 0.05: {enough}")
+assert errors["dpm++"][step_counts.index(15)] < errors["ddim"][step_counts.index(15)]
+assert errors["dpm++"][step_counts.index(15)] < errors["euler"][step_counts.index(15)]
+
+# %% [markdown]
+# DPM-Solver++ (2M) is a second-order method: in theory its error falls as 1/steps², against 1/steps for
+# DDIM and Euler (first order); the fitted slopes above show how close this model comes. That is why a
+# handful of DPM-Solver++ steps does what several times as many DDIM steps do, and why it is this series'
+# default (the benchmark's sampler table checks the claim on prompt-following accuracy). The stochastic samplers (DDPM, Euler ancestral) do not converge to the ODE's
+# solution at all: they sample a *different* image of the same distribution for every noise draw.
+#
+# ## 6. Where the words look: cross-attention across the steps
+#
+# In every cross-attention layer each latent pixel distributes one unit of attention over the 77 text
+# tokens (notebook 05). `capture_attention` records those probabilities while the pipeline runs;
+# `attention_heatmaps` averages heads and layers into one map per token. We look at the conditional half
+# of the batch, at four of the 20 steps.
+
+# %%
+heat_prompt = "a large red circle in the top left"
+ids = pipe.tokenizer.encode(heat_prompt)                     # [<start>, a, large, red, circle, ..., <end>]
+words = [pipe.tokenizer.decode([i]) for i in ids]
+print(list(enumerate(words)))
+show = {w: words.index(w) for w in ("red", "circle", "top", "left")}
+with capture_attention(pipe.unet, average_heads=True) as maps:
+    heat_image = pipe.text_to_image(heat_prompt, seed=6, output_type="pt")
+print(f"captured {len(maps)} cross-attention layers x {len(next(iter(maps.values())))} steps")
+steps_to_show = (0, 5, 10, 19)
+per_step = [attention_heatmaps(maps, (64, 64), calls=[s])[1] for s in steps_to_show]   # [cond] of [uncond; cond]: (77, 64, 64)
+fig, axes = plt.subplots(len(show), len(steps_to_show) + 1, figsize=(1.7 * (len(steps_to_show) + 1), 1.7 * len(show)))
+for r, (word, j) in enumerate(show.items()):
+    axes[r, 0].imshow(heat_image[0].permute(1, 2, 0))
+    axes[r, 0].set_ylabel(f'"{word}"', fontsize=10)
+    for c, (s, h) in enumerate(zip(steps_to_show, per_step)):
+        axes[r, c + 1].imshow(heat_image[0].permute(1, 2, 0))
+        axes[r, c + 1].imshow(h[j], cmap="jet", alpha=0.55)
+        if r == 0:
+            axes[r, c + 1].set_title(f"step {s + 1} of 20", fontsize=9)
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+axes[0, 0].set_title("final image", fontsize=9)
+fig.tight_layout()
+save(fig, "08_attention_steps.png")
+plt.show()
+
+# %% [markdown]
+# Which words does the model use to *place* the shape? The reader's coverage map (notebook 00) tells
+# which pixels are the shape; we compare each word's share of attention mass on those pixels with the
+# share of the image they cover (what uniform attention would give). A word far above that share is
+# looked up where the object is drawn; one far below is consulted mostly elsewhere (for instance, to keep
+# the background empty). At 8×8 latents the maps are coarse: three UNet levels of 8×8, 4×4 and 2×2.
+
+# %%
+alpha = evaluate.foreground(heat_image * 2 - 1)[0][0]                      # (64, 64) coverage of the shape
+mask = alpha > 0.5
+overall = attention_heatmaps(maps, (64, 64))[1]                            # (77, 64, 64), all steps
+print(f"the shape covers {mask.float().mean():.0%} of the image")
+for word, j in show.items():
+    share = (overall[j] * mask).sum() / overall[j].sum()
+    print(f'  "{word}": {share:.0%} of its attention on the shape')
+fig = plot_attention_maps(heat_image[0] * 2 - 1, overall[[show[w] for w in show]], list(show))
+save(fig, "08_attention_average.png")
+plt.show()
+
+# %% [markdown]
+# ## 7. An interactive panel
+#
+# `panel` is a plain function: prompt, seed, steps, guidance and sampler in, image (and what the reader
+# sees in it) out. ipywidgets calls it whenever a control changes; we also call it once directly so the
+# stored notebook shows a result.
+
+# %%
+def panel(prompt: str = "a small orange square in the bottom left", seed: int = 0, steps: int = 20,
+          guidance: float = 5.0, sampler: str = "dpm++"):
+    t0 = time.perf_counter()
+    image = pipe.text_to_image(prompt, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
+                               scheduler=scheduler_for(sampler))[0]
+    read = evaluate.read_attributes([image])[0]
+    fig, ax = plt.subplots(figsize=(3, 3.2))
+    ax.imshow(image)
+    ax.axis("off")
+    ax.set_title(f"{prompt}\nread: {read.caption()[2:]}", fontsize=8)
+    plt.show()
+    return read
+
+
+read = panel()
+print(read)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import ipywidgets as widgets
+
+widgets.interact(panel,
+                 prompt=widgets.Text(value="a small orange square in the bottom left", continuous_update=False),
+                 seed=widgets.IntSlider(value=0, min=0, max=50, continuous_update=False),
+                 steps=widgets.IntSlider(value=20, min=1, max=60, continuous_update=False),
+                 guidance=widgets.FloatSlider(value=5.0, min=0.0, max=15.0, step=0.5, continuous_update=False),
+                 sampler=widgets.Dropdown(options=["dpm++", "ddim", "euler", "euler_a", "ddpm"], value="dpm++"));
+
+# %% [markdown]
+# ## 8. The same loop on diffusers' components
+#
+# The bundled model is a diffusers folder, so diffusers loads it as it is (offline). Its tokenizer, CLIP
+# text model, UNet, VAE and DPM-Solver++ scheduler have slightly different call conventions (keyword
+# arguments, outputs wrapped in objects); a line each adapts them to our `generate_simplified`. Same
+# weights, same noise: the same picture. And diffusers' own pipeline agrees too.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import diffusers
+from diffusers import StableDiffusionPipeline
+
+diffusers.utils.logging.set_verbosity_error()
+dpipe = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, safety_checker=None, feature_extractor=None,
+                                                requires_safety_checker=False, torch_dtype=torch.float32)
+dpipe.set_progress_bar_config(disable=True)
+print(diffusers.__version__, type(dpipe.scheduler).__name__)
+
+# %%
+theirs_parts = {
+    "tokenize": lambda p: dpipe.tokenizer(p, padding="max_length", max_length=dpipe.tokenizer.model_max_length,
+                                          truncation=True, return_tensors="pt").input_ids,
+    "encode": lambda ids: dpipe.text_encoder(ids)[0],
+    "unet": lambda z, t, c: dpipe.unet(z, t, encoder_hidden_states=c).sample,
+    "decode": lambda z: dpipe.vae.decode(z).sample,
+    "scheduler": dpipe.scheduler,
+    "scaling_factor": dpipe.vae.config.scaling_factor,
+}
+with torch.no_grad():
+    on_diffusers = generate_simplified(prompts, theirs_parts, seed=0)
+    z_T = torch.randn(len(prompts), 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    diffusers_pipeline = dpipe(prompts, latents=z_T, num_inference_steps=20, guidance_scale=5.0, output_type="pt").images
+print(f"our loop on diffusers' parts vs on sdlearn's parts: max |difference| = {(on_diffusers - mine).abs().max():.1e}")
+print(f"diffusers' own pipeline vs sdlearn's pipeline:     max |difference| = {(diffusers_pipeline - theirs).abs().max():.1e}")
+# tolerance: float32 round-off through 20 steps of two differently written (but equal) networks
+assert torch.allclose(on_diffusers, mine, atol=1e-3) and torch.allclose(diffusers_pipeline, theirs, atol=1e-3)
+fig = image_grid(torch.cat([mine, on_diffusers, diffusers_pipeline]) * 2 - 1, nrow=4,
+                 captions=[f"{w}: {p[2:]}" for w in ("sdlearn", "loop on diffusers", "diffusers pipeline") for p in prompts], figsize=1.7)
+save(fig, "08_diffusers.png")
+plt.show()
+
+# %% [markdown]
+# ## 9. Exercises
+#
+# **Exercise 1.** Count the work. With B prompts, n steps and guidance w, how many *rows* (single latents)
+# does the UNet process in one `text_to_image` call? (Guidance w ≤ 1 skips the unconditional half.)
+
+# %%
+def unet_rows(B: int, n: int, w: float) -> int:
+    # your answer (one possible solution)
+    return B * n * (2 if w > 1 else 1)
+
+
+# %%
+rows_seen = []
+hook = pipe.unet.register_forward_hook(lambda m, args, out: rows_seen.append(out.shape[0]))
+for B, n, w in ((1, 5, 5.0), (3, 4, 1.0), (2, 7, 7.5)):
+    rows_seen.clear()
+    pipe.text_to_image(["a red circle"] * B, num_inference_steps=n, guidance_scale=w, seed=0, output_type="latent")
+    assert sum(rows_seen) == unet_rows(B, n, w), (B, n, w, sum(rows_seen))
+hook.remove()
+print("correct!")
+
+# %% [markdown]
+# **Exercise 2.** A friend generated two images by calling `pipe.text_to_image(p, generator=gen)` twice with
+# `gen = torch.Generator().manual_seed(42)` and liked the **third** one of a third call. Rebuild that third
+# image with a single call that passes `latents=` (DPM-Solver++ draws no noise during the steps).
+
+# %%
+p = "a small green diamond in the center"
+gen = torch.Generator().manual_seed(42)
+friends = [pipe.text_to_image(p, generator=gen, output_type="pt") for _ in range(3)]
+# your answer (one possible solution)
+third_latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(42))[2:3]
+rebuilt = pipe.text_to_image(p, latents=third_latents, output_type="pt")
+
+# %%
+assert torch.allclose(rebuilt, friends[2], atol=1e-6)
+print("correct!")
+
+# %% [markdown]
+# **Exercise 3.** Which token of "a large red circle in the top left" gets the *least* of its attention on the
+# shape itself, and why is that plausible? Compute the share for every word (reuse `overall` and `mask`)
+# and return the word.
+
+# %%
+# your answer (one possible solution)
+shares = {w: ((overall[j] * mask).sum() / overall[j].sum()).item() for j, w in enumerate(words) if 0 < j < len(words) - 1}
+least = min(shares, key=shares.get)
+
+# %%
+check = {w: ((overall[words.index(w)] * mask).sum() / overall[words.index(w)].sum()).item() for w in words[1:-1]}
+assert least == min(check, key=check.get)
+print(f"correct! '{least}' ({shares[least]:.0%} on the shape)")
