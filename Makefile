@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH=$(CURDIR)/tests/offline MPLBACKEND=Agg
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH=$(CURDIR)/tests/offline
 
 .PHONY: setup run run-headless test unit nbval clean
 
@@ -25,7 +25,7 @@ run: setup
 	$(BIN)/jupyter lab notebooks/
 
 run-headless: setup
-	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/jupyter nbconvert --to notebook --execute --output-dir build/executed notebooks/[0-9]*.ipynb
+	HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --output-dir build/executed notebooks/[0-9]*.ipynb
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env --durations=15
