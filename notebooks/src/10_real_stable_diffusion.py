@@ -347,7 +347,8 @@ x0_back = ab.sqrt() * x_t - (1 - ab).sqrt() * v          # since alpha_bar + (1 
 eps_back = (1 - ab).sqrt() * x_t + ab.sqrt() * v
 print("x0 and eps recovered from (x_t, v):", torch.allclose(x0_back, x0, atol=1e-5), torch.allclose(eps_back, eps, atol=1e-5))
 assert torch.allclose(x0_back, x0, atol=1e-5) and torch.allclose(eps_back, eps, atol=1e-5)
-print("x0 from an eps prediction with error 0.01 at t=999: error x", round(float((1 - a_bar[999]).sqrt() / a_bar[999].sqrt()), 1))
+print("at t = 999, an error in a predicted eps reaches the x0 it implies multiplied by sqrt(1 - a_bar)/sqrt(a_bar) =",
+      round(float((1 - a_bar[999]).sqrt() / a_bar[999].sqrt()), 1))
 
 # %% [markdown]
 # ## 4. Loading a single-file checkpoint safely
