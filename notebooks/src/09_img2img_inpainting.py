@@ -206,9 +206,10 @@ print(f"\nstrength 0.6 starts at t = {t06}: the input keeps {float(a_bar[t06].sq
       f"and the noise has {float((1 - a_bar[t06]).sqrt()):.0%}; SNR = {float(a_bar[t06] / (1 - a_bar[t06])):.2f}")
 
 # %% [markdown]
-# The strength strip: the red circle, prompt "a large blue **square**". Low strength changes
-# nothing you can see; somewhere in the middle the colour gives way first (it is a large, smooth
-# signal the model re-decides early), then the shape; at 1.0 the input is all but gone.
+# The strength strip: the red circle, prompt "a large blue **square**". Strength 0 is the VAE
+# round trip; at 1.0 the input is all but gone. With this small model the change comes early: by
+# strength 0.2 (4 of 20 steps) the circle is already a blue square. The measured curve below
+# shows how early, and why.
 
 # %%
 edit_prompt = "a large blue square in the center"
