@@ -98,7 +98,7 @@ print(f"alpha_bar: t=0 {a_bar[0]:.4f}, t=500 {a_bar[500]:.4f}, t=999 {a_bar[999]
 # loop would repeat the same work thousands of times. So we render a dataset, encode it **once** and keep
 # the latents' mean and standard deviation (the VAE's q(z|x) = N(μ, σ²); drawing z₀ = μ + σ·n afresh at
 # every step is a free augmentation), plus one text state per distinct caption. The bundled trainer
-# (`sdlearn/train/t2i.py`, `cache_dataset`) does the same with 40,000 images.
+# (`sdlearn/train/t2i.py`, `cache_dataset`) does the same with 20,000 images.
 #
 # Captions come in varied wordings ("a small red circle in the top left", "top left: a red circle, small",
 # ...), and never name one of the five held-out (shape, colour) pairs, so that we can later test whether the
@@ -273,7 +273,7 @@ print("colours right:", sum(r.color == p.split()[2] for r, p in zip(live_read, p
 # ## 4. The bundled model: the same loop for an hour
 #
 # `python -m sdlearn train t2i --seed 0` runs this loop with a 7M-parameter UNet (channels 64/128/128,
-# cross-attention at every level), 40,000 cached images, batch 128, 4,500 steps, a warm-up then cosine
+# cross-attention at every level), 20,000 cached images, batch 128, 2,500 steps, a warm-up then cosine
 # learning rate, EMA 0.999, and exports the EMA weights to `sdlearn/assets/tiny/unet/`, in diffusers'
 # layout. Let's load it and compare its loss per t with our one-minute model.
 
