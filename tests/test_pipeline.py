@@ -153,3 +153,11 @@ def test_image_errors(pair):
         ours.inpaint("x", image, Image.new("L", (8, 8)))
     with pytest.raises(TypeError, match="prompt"):
         ours.text_to_image(3)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++", "euler", "euler_a"])
+def test_every_sampler_name_runs(pair, name):
+    _, ours = pair
+    out = ours.text_to_image("a red circle", scheduler=name, num_inference_steps=3, height=16, width=16,
+                             seed=0, output_type="pt")
+    assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
