@@ -18,7 +18,7 @@ top center, top right, center left, center, center right, bottom left, bottom ce
 
 examples:
   python -m sdlearn generate "a red circle in the top left" -o out.png
-  python -m sdlearn generate "a large blue star in the center" --seed 0 1 2 3 -o grid.png
+  python -m sdlearn generate "a large purple star in the center" --seed 0 1 2 3 -o grid.png
   python -m sdlearn generate "a green square" --sampler euler --steps 30 --guidance 7.5
   python -m sdlearn generate "a photo of a cat" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --device cuda
 """
