@@ -130,10 +130,14 @@ class StableDiffusion:
             dict(pipe.scheduler.config))
         return cls(parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, scheduler)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "StableDiffusion":
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+           channels_last: bool = False) -> "StableDiffusion":
         """Move to ``device``; ``dtype`` (e.g. torch.float16) applies to the UNet and text encoder.
-        The VAE stays in float32: decoding in float16 overflows into NaNs (black images)."""
+        The VAE stays in float32: decoding in float16 overflows into NaNs (black images).
+        ``channels_last`` stores the UNet's convolution weights NHWC, which GPU convolutions prefer."""
         self.unet.to(device=device, dtype=dtype)
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
         self.text_encoder.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=torch.float32)
         return self

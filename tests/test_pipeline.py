@@ -161,3 +161,30 @@ def test_every_sampler_name_runs(pair, name):
     out = ours.text_to_image("a red circle", scheduler=name, num_inference_steps=3, height=16, width=16,
                              seed=0, output_type="pt")
     assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all()
+
+
+def test_channels_last_gives_the_same_image(pair):
+    _, ours = pair
+    kw = dict(num_inference_steps=3, height=16, width=16, seed=0, output_type="pt")
+    ref = ours.text_to_image("a red circle", **kw)
+    ours.to(channels_last=True)
+    try:
+        got = ours.text_to_image("a red circle", **kw)
+    finally:
+        ours.unet.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_diffusers_runs_the_bundled_model_and_agrees():
+    """TINY_MODEL_DIR is a diffusers folder: diffusers' own pipeline loads it offline and, from the
+    same initial latents, draws the same picture as sdlearn (tolerance as above)."""
+    theirs = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, safety_checker=None, local_files_only=True)
+    theirs.set_progress_bar_config(disable=True)
+    ours = StableDiffusion.tiny("cpu")
+    ours.progress_bar = False
+    z = latents()
+    kw = dict(num_inference_steps=8, guidance_scale=5.0)
+    ref = theirs("a small red circle in the top left", latents=z.clone(), output_type="np", **kw).images
+    got = ours.text_to_image("a small red circle in the top left", latents=z.clone(), output_type="np", **kw)
+    assert got.shape == ref.shape == (1, 64, 64, 3)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
