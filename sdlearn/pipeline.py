@@ -231,7 +231,8 @@ class StableDiffusion:
                        callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None):
         """SDEdit (Meng et al. 2022): encode ``image``, noise it to the step that ``strength`` picks
         (q(z_t | z_0), Ho et al. Eq. 4), and denoise from there. strength 0 returns the input's
-        VAE round trip; strength 1 ignores the input entirely."""
+        VAE round trip; strength 1 starts from the noisiest step of the schedule, where only
+        sqrt(alpha_bar_t) (about 0.1 for SD's schedule) of the input's amplitude is left."""
         prompts, negatives = self._check_prompts(prompt, negative_prompt)
         self._check_common(num_inference_steps, guidance_scale, output_type)
         if not 0.0 <= float(strength) <= 1.0:
