@@ -9,7 +9,6 @@ the full-size key layouts are checked on the meta device (shapes only, no memory
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -403,8 +402,6 @@ def test_pipeline_from_single_file_refuses_misfits_and_pickles(single_file, sd, 
     assert torch.equal(ours.unet.conv_in.weight, W.load_file(path)["model.diffusion_model.input_blocks.0.0.weight"])
 
 
-@pytest.mark.skipif(os.environ.get("SDLEARN_FULL_SIZE") != "1",
-                    reason="full-size SD 1.5 UNet (~4 GB RAM, ~1 min): set SDLEARN_FULL_SIZE=1 to run")
 def test_full_size_sd15_unet_through_diffusers_single_file_loader(tmp_path):
     """The real-size SD 1.5 UNet (859.5M random float16 weights) written in the original layout loads
     bit-exact through diffusers' ``UNet2DConditionModel.from_single_file``, and back through ours."""
