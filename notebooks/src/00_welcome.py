@@ -140,7 +140,6 @@ print(f"{n_combos} distinct captions of the form", repr(data.caption("star", "bl
 ds = data.ShapesDataset(length=10_000, seed=0)
 items = [ds[i] for i in range(12)]
 fig = viz.image_grid([x for x, _ in items], captions=[c for _, c in items], nrow=6, figsize=1.9)
-fig.savefig("/tmp/00_shapes_preview.png", dpi=90)
 
 # %% [markdown]
 # Every (shape, colour) pair at a glance. The five pairs framed in black are **held out**: the
@@ -165,7 +164,6 @@ for i, shape in enumerate(data.SHAPES):
             ax.set_ylabel(shape, fontsize=10)
 fig.suptitle("Shapes x colours (black frame = held out of training)")
 fig.tight_layout()
-fig.savefig("/tmp/00_shape_colour_table.png", dpi=90)
 
 # %% [markdown]
 # The nine positions are the cells of a 3x3 grid, and a seed fixes the jitter: the same seed gives
@@ -219,7 +217,6 @@ axes[2].set_title("the CNN's 32x32 crop", fontsize=9)
 for ax in axes:
     ax.axis("off")
 fig.tight_layout()
-fig.savefig("/tmp/00_reader_steps.png", dpi=90)
 
 # %% [markdown]
 # Why the circumradius and not the area? Because the renderer sizes every shape by its circumradius,
@@ -248,7 +245,6 @@ for ax in axes:
     ax.set_yticks(range(len(data.SHAPES)), data.SHAPES)
     ax.set_xlabel("dots: small, triangles: large", fontsize=8)
 fig.tight_layout()
-fig.savefig("/tmp/00_area_vs_radius.png", dpi=90)
 
 small_areas = areas[[a.size == "small" for a in attrs]]
 large_areas = areas[[a.size == "large" for a in attrs]]

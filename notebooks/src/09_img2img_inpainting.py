@@ -141,7 +141,6 @@ axes[0, 0].set_title("input", fontsize=7)
 fig.suptitle(f"one loop, three starts: \"{prompt}\"", fontsize=9)
 fig.tight_layout()
 save(fig, "09_three_architectures.png")
-fig.savefig("/tmp/09_three_architectures.png", dpi=80)
 plt.show()
 
 # %% [markdown]
@@ -227,7 +226,6 @@ for ax in axes:
 fig.suptitle(f'SDEdit strength strip: "{edit_prompt}"', fontsize=9)
 fig.tight_layout()
 save(fig, "09_strength_strip.png")
-fig.savefig("/tmp/09_strength_strip.png", dpi=80)
 plt.show()
 assert (read[0].color, read[0].shape) == ("red", "circle")     # strength 0: the VAE round trip
 assert read[-1].color == "blue"                                   # strength 1: the prompt wins
@@ -301,7 +299,6 @@ ax[1].set(xlabel="strength", ylabel="fraction of 10 images", title="what the pro
 ax[1].legend(fontsize=7)
 fig.tight_layout()
 save(fig, "09_strength_curve.png")
-fig.savefig("/tmp/09_strength_curve.png", dpi=80)
 plt.show()
 print("strength          ", curve_s)
 print("PSNR (dB)         ", [round(v, 1) for v in curve["psnr"]])
@@ -383,7 +380,6 @@ for row, (name, m) in zip(axes, (("disc, radius 16", disc), ("object_mask, snapp
         ax.grid(alpha=0.3)
 fig.tight_layout()
 save(fig, "09_masks.png")
-fig.savefig("/tmp/09_masks.png", dpi=80)
 plt.show()
 lost = float(((np.asarray(disc) > 127) & (np.kron(latent_mask(disc).numpy(), np.ones((8, 8))) < 0.5)).mean() * 64 * 64)
 print(f"the disc loses {lost:.0f} of its {int((np.asarray(disc) > 127).sum())} pixels on the latent grid; "
@@ -436,7 +432,6 @@ for ax in axes.flat:
 fig.suptitle("inpainting with the 4-channel Shapes model (mask shaded)", fontsize=9)
 fig.tight_layout()
 save(fig, "09_repaint.png")
-fig.savefig("/tmp/09_repaint.png", dpi=80)
 plt.show()
 wanted = [c[4].split(" in ")[0].split()[-2:] for c in cases]                   # [colour, shape]
 follows = np.mean([[r.color, r.shape] == w for r, w in zip(read, wanted)])
@@ -478,7 +473,6 @@ for ax in axes.flat:
 axes[1, 0].set_title("latent channel 3\n(mask outlined)", fontsize=7)
 fig.tight_layout()
 save(fig, "09_latent_blending.png")
-fig.savefig("/tmp/09_latent_blending.png", dpi=80)
 plt.show()
 
 # %% [markdown]

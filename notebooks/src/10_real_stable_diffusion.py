@@ -148,7 +148,6 @@ for ax, im, title in zip(axes, (img_theirs, img_ours, diff), ("diffusers", "sdle
 fig.suptitle(f'"{PROMPT}", seed {SEED}, {STEPS} DPM-Solver++ steps', fontsize=9)
 fig.tight_layout()
 save(fig, "10_side_by_side.png")
-fig.savefig("/tmp/10_side_by_side.png", dpi=80)
 plt.show()
 print(f"mean |sdlearn - diffusers| < {2e-2 if REAL else 1e-3} (of 1): {float(diff.mean()) < (2e-2 if REAL else 1e-3)}")
 assert float(diff.mean()) < (2e-2 if REAL else 1e-3)   # float32 on CPU: round-off; float16 on a GPU: a bit more
@@ -174,7 +173,6 @@ axes[1, 0].set_ylabel(f'negative:\n"{NEGATIVE}"', fontsize=8)
 fig.suptitle(f'"{PROMPT2}", seed {SEED}, the same {n} starting latents in both rows', fontsize=9)
 fig.tight_layout()
 save(fig, "10_negative_prompt.png")
-fig.savefig("/tmp/10_negative_prompt.png", dpi=80)
 plt.show()
 if not REAL:
     red = [sum(a.color == "red" for a in read_attributes(ims)) for ims in (plain, steered)]
