@@ -174,7 +174,6 @@ same = [np.asarray(data.render("triangle", "red", "small", "top right", seed=s))
 assert np.array_equal(same[0], same[1]) and not np.array_equal(same[0], same[2])
 grid = viz.image_grid([data.render("circle", "blue", "small", p, seed=1) for p in data.POSITIONS],
                       nrow=3, scale=2)
-grid.save("/tmp/00_positions.png")
 grid
 
 # %% [markdown]
@@ -276,7 +275,6 @@ print("degraded:", {k: round(v, 3) for k, v in degraded.items()})
 assert all(v >= 0.99 for v in clean.values())
 assert degraded["all"] >= 0.95
 grid = viz.image_grid(degraded_x[:8], nrow=8, scale=2)
-grid.save("/tmp/00_degraded.png")
 grid
 
 # %% [markdown]
