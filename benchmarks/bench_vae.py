@@ -85,7 +85,7 @@ def main() -> None:
              f"Machine: {machine}. VAE: {args.vae} (block_out_channels {vae.config['block_out_channels']}, "
              f"f={vae.downsample_factor}, scaling_factor {vae.scaling_factor}); {args.n} held-out renders.\n",
              f"- PSNR {psnr(x_hat, x):.2f} dB (whole image), {psnr(x_hat, x, fg):.2f} dB (foreground only)",
-             f"- attributes read from reconstruction == read from original: "
+             "- attributes read from reconstruction == read from original: "
              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in agree.items()),
              f"- reader on the originals (vs the true attributes): {100 * reader_on_originals:.1f}%",
              "- all-attribute agreement by shape/size: "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -11,6 +12,16 @@ from PIL import Image
 from sdlearn.data import to_pil
 
 ImageLike = Image.Image | torch.Tensor
+
+
+def save_figure(fig, name: str, folder: str | Path = "../images") -> Path | None:
+    """Keep a notebook's figure as a PNG in ``folder`` (the repository's ``images/`` when the
+    notebook runs from ``notebooks/``); does nothing where that folder does not exist (e.g. Colab)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    fig.savefig(folder / name, dpi=80, bbox_inches="tight")
+    return folder / name
 
 
 def as_pil_list(images: ImageLike | Sequence[ImageLike]) -> list[Image.Image]:

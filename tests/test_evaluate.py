@@ -123,3 +123,17 @@ def test_plot_attention_maps_checks_shapes():
         viz.plot_attention_maps(img, torch.rand(2, 8, 8), ["red"])
     with pytest.raises(ValueError, match=r"\(T, h, w\)"):
         viz.plot_attention_maps(img, torch.rand(8, 8), ["red"])
+
+
+def test_save_figure_writes_only_where_the_folder_exists(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from sdlearn import viz
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [1, 0])
+    path = viz.save_figure(fig, "line.png", tmp_path)
+    assert path == tmp_path / "line.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert viz.save_figure(fig, "line.png", tmp_path / "missing") is None      # e.g. on Colab: no images/
+    assert not (tmp_path / "missing").exists()
+    plt.close(fig)

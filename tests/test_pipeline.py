@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerDiscreteScheduler,  # noqa: E402
+from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler,  # noqa: E402
                        StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402

@@ -96,7 +96,7 @@ import transformers
 
 import sdlearn
 from sdlearn import data, evaluate, viz
-from sdlearn.device import get_device, seed_everything
+from sdlearn.device import get_device
 
 
 def is_online(host: str = "huggingface.co", timeout: float = 1.5) -> bool:

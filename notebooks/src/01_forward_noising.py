@@ -19,7 +19,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
 
 # %%
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,14 +26,7 @@ import torch
 
 from sdlearn.data import sample_photo, to_pil, to_tensor
 from sdlearn.device import seed_everything
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -81,7 +73,7 @@ for ax, a, h, title in [(axes[0], age, height, "joint p(age, height)"),
     ax.set(title=title, xlabel="age (years)", xlim=(-60, 140), ylim=(-200, 450))
     ax.legend(loc="upper left", markerscale=3)
 axes[0].set_ylabel("height (cm)")
-save(fig, "01_joint_vs_marginals.png")
+save_figure(fig, "01_joint_vs_marginals.png")
 plt.show()
 
 # %% [markdown]
@@ -118,7 +110,7 @@ for ax, t in zip(axes, show_at):
     ax.set_title(f"t = {t + 1}")
     ax.axis("off")
 fig.suptitle("the forward chain, iterated step by step (linear schedule)")
-save(fig, "01_forward_chain.png")
+save_figure(fig, "01_forward_chain.png")
 plt.show()
 print(f"std of x after 1000 steps: {snapshots[999].std():.2f} (pure noise has 1)")
 assert abs(float(snapshots[999].std()) - 1) < 0.02
@@ -172,7 +164,7 @@ for i, c in enumerate(["tab:blue", "tab:orange", "tab:green"]):
     ax.plot(bins, pdf.numpy(), color=c, lw=2)
 ax.set(title=f"t = {t_check + 1}: 301 chained steps (histograms) vs the closed form (curves)", xlabel="pixel value")
 ax.legend(fontsize=8)
-save(fig, "01_chain_vs_closed_form.png")
+save_figure(fig, "01_chain_vs_closed_form.png")
 plt.show()
 
 # %% [markdown]
@@ -206,7 +198,7 @@ axes[0].set(title="signal variance left, ᾱ_t", xlabel="t")
 axes[1].set(title="log SNR = log(ᾱ / (1 − ᾱ))", xlabel="t")
 axes[1].axhline(0, color="gray", lw=0.8, ls="--")
 axes[0].legend()
-save(fig, "01_schedules.png")
+save_figure(fig, "01_schedules.png")
 plt.show()
 
 for k, ab in bars.items():
@@ -257,7 +249,7 @@ for row, (k, ab) in enumerate(bars.items()):
         if row == 0:
             axes[row, col].set_title(f"t = {t + 1}")
     axes[row, 0].set_ylabel(k, fontsize=9)
-save(fig, "01_schedules_photos.png")
+save_figure(fig, "01_schedules_photos.png")
 plt.show()
 
 # %% [markdown]

@@ -21,7 +21,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
 # %%
 import math
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,13 +29,7 @@ from torch import nn
 
 from sdlearn import schedules
 from sdlearn.device import seed_everything
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small models: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -94,7 +87,7 @@ w = beta[1:] ** 2 / (2 * beta_tilde * alpha[1:] * (1 - alpha_bar[1:]))
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.semilogy(np.arange(2, T + 1), w.numpy())
 ax.set(title="weight of each step in the variational bound (L_simple: all 1)", xlabel="t", ylabel="w_t")
-save(fig, "02_elbo_weights.png")
+save_figure(fig, "02_elbo_weights.png")
 plt.show()
 w_simplified = beta[1:] / (2 * alpha[1:] * (1 - alpha_bar[:-1]))
 assert torch.allclose(w, w_simplified, rtol=1e-3)
@@ -186,7 +179,7 @@ for ax, t in zip(axes, [100, 400]):
     ax.quiver(*grid.T, *learned.T, color="tab:red", alpha=0.6, angles="xy", label="−ε_θ / √(1−ᾱ)")
     ax.set(title=f"t = {t}: ᾱ = {float(alpha_bar[t]):.2f}, agreement {agreement[t]:.2f}", aspect="equal")
     ax.legend(loc="lower left", fontsize=8)
-save(fig, "02_score_field.png")
+save_figure(fig, "02_score_field.png")
 plt.show()
 print({t: round(a, 2) for t, a in agreement.items()})
 assert min(agreement.values()) > 0.8
@@ -220,7 +213,7 @@ for ax, (name, (final, path)) in zip(axes, paths.items()):
     ax.scatter(*final.T, s=2, c="black", label="samples")
     ax.set(title=name, aspect="equal", xlim=(-3.2, 3.2), ylim=(-3.2, 3.2))
     ax.legend(loc="lower left", fontsize=8, markerscale=4)
-save(fig, "02_toy_trajectories.png")
+save_figure(fig, "02_toy_trajectories.png")
 plt.show()
 
 
@@ -284,7 +277,7 @@ for row, (name, sched, n) in enumerate(samplers):
         axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
     axes[row, 0].set_ylabel(f"{name}\n{n} steps", fontsize=9)
 fig.suptitle("same starting noise, three samplers")
-save(fig, "02_pixel_samplers.png")
+save_figure(fig, "02_pixel_samplers.png")
 plt.show()
 
 def looks_like_shapes(x):
@@ -376,7 +369,7 @@ ax.loglog([s * s for s in sides], [tflops[s] for s in sides], "o-", label="SD UN
 ax.loglog([s * s for s in sides], [tflops[64] * (s / 64) ** 2 for s in sides], "--", label="∝ pixels (no attention growth)")
 ax.set(xlabel="positions H×W", ylabel="TFLOP per UNet call", title="cost of one denoising step vs resolution")
 ax.legend(fontsize=8)
-save(fig, "02_unet_cost.png")
+save_figure(fig, "02_unet_cost.png")
 plt.show()
 
 # %% [markdown]

@@ -24,7 +24,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
 
 # %%
 import math
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -35,15 +34,7 @@ from torch import nn
 
 from sdlearn.data import COLORS, RGB, SHAPES, render, to_pil, to_tensor
 from sdlearn.device import seed_everything
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -129,7 +120,7 @@ for r, (name, imgs) in enumerate(rows):
         axes[r, c].set_xticks([]); axes[r, c].set_yticks([])
     axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
 fig.suptitle("the 2-D VAE learning to reconstruct")
-save(fig, "03_vae_training.png")
+save_figure(fig, "03_vae_training.png")
 errors = {s: float((snapshots[s] - small[:8]).pow(2).mean()) for s in sorted(snapshots)}
 assert errors[1500] < errors[200] < errors[0]
 print({s: round(e, 3) for s, e in errors.items()})
@@ -165,7 +156,7 @@ for r, (name, codes) in enumerate([("autoencoder", codes_ae), ("VAE", codes_vae)
                          f"{float(nearest_distance(from_prior[name]).mean()):.2f}")
     axes[r, 1].axis("off")
 fig.tight_layout()
-save(fig, "03_ae_vs_vae.png")
+save_figure(fig, "03_ae_vs_vae.png")
 d_ae, d_vae = float(nearest_distance(from_prior["autoencoder"]).mean()), float(nearest_distance(from_prior["VAE"]).mean())
 print(f"code std: autoencoder {float(codes_ae.std()):.1f}, VAE {float(codes_vae.std()):.1f}")
 assert d_vae < d_ae   # the VAE's prior samples land near real images; the AE's do not
@@ -209,7 +200,7 @@ for ax, (m1, s1, m2, s2) in zip(axes, pairs):
     ax.plot(xs, np.exp(log_normal(xs, m2, s2)), label=f"q: N({m2:g}, {s2:g}²)")
     ax.set_title(f"KL(p‖q) = {exact:.5f}, KL(q‖p) = {reverse:.5f}")
     ax.legend()
-save(fig, "03_kl_pairs.png")
+save_figure(fig, "03_kl_pairs.png")
 assert kl_gauss(1.5, 0.7, 1.5, 0.7) == 0.0      # zero when P = Q ...
 grid_kl = [kl_gauss(m, s, 0, 1) for m in np.linspace(-2, 2, 21) for s in np.linspace(0.25, 3, 12)]
 assert min(grid_kl) == 0.0 and sum(k < 1e-12 for k in grid_kl) == 1   # ... and only then (on this grid)
@@ -272,7 +263,7 @@ ax.axhline(log_px, color="k", ls="--", label="log p(x)")
 ax.axvline(post_mean, color="gray", ls=":", label="true posterior mean")
 ax.set(xlabel="mean m of q", ylabel="nats", title="the ELBO touches log p(x) only at the true posterior")
 ax.legend()
-save(fig, "03_elbo_bound.png")
+save_figure(fig, "03_elbo_bound.png")
 
 # %% [markdown]
 # ## 4. Gradients through a sample: score function vs reparameterisation
@@ -320,7 +311,7 @@ ax.loglog(Ls, var_reparam, "s-", label="reparameterisation")
 ax.set(xlabel="samples L per estimate", ylabel="variance of the gradient estimate",
        title="same gradient, very different noise")
 ax.legend()
-save(fig, "03_gradient_variance.png")
+save_figure(fig, "03_gradient_variance.png")
 
 # %% [markdown]
 # Both fall as 1/L (they are averages), but the score-function estimator starts over an order of magnitude
@@ -439,7 +430,7 @@ for c in range(10):
         axes[r, c].axis("off")
 axes[0, 0].set_title("original", loc="left")
 axes[1, 0].set_title("reconstruction", loc="left")
-save(fig, "03_shapes_reconstructions.png")
+save_figure(fig, "03_shapes_reconstructions.png")
 
 # %% [markdown]
 # What does the latent look like? Each of the 4 channels is an 8×8 image; the shape is visible in them as a
@@ -454,7 +445,7 @@ for r in range(3):
         axes[0, c + 1].set_title(f"channel {c}")
     for ax in axes[r]:
         ax.axis("off")
-save(fig, "03_latent_channels.png")
+save_figure(fig, "03_latent_channels.png")
 
 # %% [markdown]
 # **Interpolation in latent space.** Decoding points on the straight line between two latents. The VAE was never
@@ -471,7 +462,7 @@ with torch.no_grad():
 fig, axes = plt.subplots(1, 7, figsize=(12, 2))
 for ax, img, t in zip(axes, path, ts):
     ax.imshow(to_pil(img)); ax.set_title(f"t = {t:.2f}"); ax.axis("off")
-save(fig, "03_latent_interpolation.png")
+save_figure(fig, "03_latent_interpolation.png")
 assert (path[0] - a[0]).abs().mean() < 0.02 and (path[-1] - b[0]).abs().mean() < 0.02
 
 # %% [markdown]

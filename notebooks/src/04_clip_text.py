@@ -19,10 +19,8 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
     %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
 
 # %%
-import json
 import math
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,14 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sdlearn.device import seed_everything
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -153,7 +144,7 @@ ax.set_xticks(x, counts.keys())
 ax.set_ylabel("count")
 ax.set_title("The same caption in different scripts: CLIP's BPE is cheapest in English")
 ax.legend()
-save(fig, "04_tokens_per_language.png")
+save_figure(fig, "04_tokens_per_language.png")
 plt.show()
 for k, (c, b, t) in counts.items():
     print(f"{k:9s} {c:3d} chars {b:3d} bytes {t:3d} tokens")
@@ -257,7 +248,7 @@ for i in range(changed):
     axes[1].text(i, 0.2, "0", ha="center", color="#555")          # exactly zero: earlier slots cannot see the change
 axes[1].set_title(f"change of each token's state when slot {changed} onwards changes")
 axes[1].set_ylabel("‖Δ state‖")
-save(fig, "04_causal_mask.png")
+save_figure(fig, "04_causal_mask.png")
 plt.show()
 print("unchanged slots:", changed, "| max change before slot", changed, "=", float(delta[:changed].max()))
 
@@ -318,7 +309,7 @@ for ax, sim, title in [(axes[0], sim_static, "input embedding of 'bank' (layer 0
             ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if sim[i, j] < 0.85 else "black")
 fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
-save(fig, "04_contextual_bank.png")
+save_figure(fig, "04_contextual_bank.png")
 plt.show()
 
 # %% [markdown]
@@ -376,7 +367,7 @@ ax.plot(losses, label="contrastive loss")
 ax.axhline(math.log(64), color="gray", ls="--", label="chance: log 64")
 ax.set_xlabel("step (batch of 64 image-caption pairs)")
 ax.legend()
-save(fig, "04_live_contrastive.png")
+save_figure(fig, "04_live_contrastive.png")
 plt.show()
 print(f"loss: {losses[0]:.1f} at the start (chance: log 64 = {math.log(64):.2f}) -> {np.mean(losses[-10:]):.1f} after 60 steps")
 assert losses[0] > 0.9 * math.log(64) and np.mean(losses[-10:]) < 0.5 * math.log(64)
@@ -414,7 +405,7 @@ for i in range(8):
         ax.text(j, i, f"{sim[j, i]:.2f}", ha="center", va="center", fontsize=8,
                 color="white" if sim[j, i] < sim.max() * 0.7 else "black")
 ax.set_title("bundled tiny CLIP: cosine(image, caption); rows: captions, columns: images", fontsize=10)
-save(fig, "04_tiny_clip_similarity.png")
+save_figure(fig, "04_tiny_clip_similarity.png")
 plt.show()
 assert torch.equal(sim.argmax(dim=0), torch.arange(8))   # every caption finds its image
 

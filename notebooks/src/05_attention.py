@@ -75,7 +75,7 @@ print("X:", tuple(X.shape))
 # %%
 def show_matrix(A, title, ax=None, labels=words):
     ax = ax or plt.subplots(figsize=(4.2, 3.6))[1]
-    im = ax.imshow(A, cmap="viridis", vmin=0)
+    ax.imshow(A, cmap="viridis", vmin=0)
     ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for i in range(A.shape[0]):

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sdlearn.configs import SD15_UNET, SD21_UNET
 from sdlearn.device import seed_everything
-from sdlearn.unet import ResnetBlock, Transformer2D, UNet, timestep_embedding
+from sdlearn.unet import ResnetBlock, UNet, timestep_embedding
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)

@@ -27,7 +27,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
 
 # %%
 import copy
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,16 +46,7 @@ from sdlearn.tokenizer import CLIPTokenizer
 from sdlearn.train import t2i
 from sdlearn.unet import UNet
 from sdlearn.vae import VAE
-from sdlearn.viz import image_grid
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import image_grid, save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -245,7 +235,7 @@ axes[1].semilogx(T_GRID, live_per_t, "o-", label=f"live UNet after {STEPS} steps
 axes[1].set(xlabel="t", ylabel="MSE(ε̂, ε)", title="loss per timestep (EMA weights)")
 axes[1].legend(fontsize=8)
 fig.tight_layout()
-save(fig, "07_live_training.png")
+save_figure(fig, "07_live_training.png")
 plt.show()
 
 # %% [markdown]
@@ -265,7 +255,7 @@ live_images = live.text_to_image(prompts, num_inference_steps=20, guidance_scale
 live_read = evaluate.read_attributes(live_images)
 fig = image_grid(live_images, nrow=6, captions=[f"{p.split()[2]} {p.split()[3]}? read: {r.color}" for p, r in zip(prompts, live_read)])
 fig.suptitle(f"live model after {STEPS} training steps (asked? what the reader sees)", y=1.18)
-save(fig, "07_live_samples.png")
+save_figure(fig, "07_live_samples.png")
 plt.show()
 print("colours right:", sum(r.color == p.split()[2] for r, p in zip(live_read, prompts)), "of", len(prompts))
 
@@ -289,7 +279,7 @@ print("bundled:  ", *[f"{v:6.3f}" for v in bundled_per_t])
 assert np.mean(bundled_per_t) < np.mean(live_per_t)
 
 # %%
-train_loss = IMAGES / "07_training_loss.png"
+train_loss = Path("../images/07_training_loss.png")   # drawn from the trainer's runs/t2i/loss.json
 if train_loss.exists():
     from IPython.display import Image as IPImage, display
     print("the bundled model's training loss (from runs/t2i/loss.json, written by the trainer):")
@@ -312,7 +302,7 @@ grid_read = evaluate.read_attributes(grid_images)
 labels = [f"{'★ ' if (s, c) in HELD_OUT else ''}{c} {s}\nread: {r.color} {r.shape}"
           for (s, c), r in zip(grid_attrs, grid_read)]
 fig = image_grid(grid_images, nrow=len(SHAPES), captions=labels, figsize=1.5)
-save(fig, "07_prompt_grid.png")
+save_figure(fig, "07_prompt_grid.png")
 plt.show()
 right = [(r.shape, r.color) == a for r, a in zip(grid_read, grid_attrs)]
 seen = [ok for ok, a in zip(right, grid_attrs) if a not in HELD_OUT]
@@ -330,7 +320,7 @@ pos_attrs = [evaluate.Attributes("star" if i % 2 else "circle", COLORS[i % 6], (
 pos_images = pipe.text_to_image([a.caption() for a in pos_attrs], num_inference_steps=20, guidance_scale=5.0, seed=1)
 pos_read = evaluate.read_attributes(pos_images)
 fig = image_grid(pos_images, nrow=9, captions=[a.caption()[2:] for a in pos_attrs], figsize=1.6)
-save(fig, "07_positions.png")
+save_figure(fig, "07_positions.png")
 plt.show()
 acc = evaluate.attribute_accuracy(pos_read, pos_attrs)
 print({k: f"{v:.0%}" for k, v in acc.items()})
@@ -354,7 +344,7 @@ print({k: f"{v:.0%}" for k, v in acc.items()})
 uncond = pipe.text_to_image([""] * 8, num_inference_steps=20, guidance_scale=1.0, seed=2)
 fig = image_grid(uncond, nrow=8, captions=[f"{r.size} {r.color} {r.shape}" for r in evaluate.read_attributes(uncond)])
 fig.suptitle('prompt "" (the 10% dropped captions taught this); under each: what the reader sees', y=1.15)
-save(fig, "07_unconditional.png")
+save_figure(fig, "07_unconditional.png")
 plt.show()
 
 # %% [markdown]
@@ -373,7 +363,7 @@ z_T = torch.stack([randn((4, 8, 8), torch.Generator().manual_seed(i)) for i in r
 pair_prompts = [a.caption() for a in prompts40[:6]]
 rows = [pipe.text_to_image(pair_prompts, latents=z_T, num_inference_steps=20, guidance_scale=w) for w in (1.0, 5.0)]
 fig = image_grid(rows[0] + rows[1], nrow=6, captions=[f"w=1: {p[2:]}" for p in pair_prompts] + [f"w=5: {p[2:]}" for p in pair_prompts])
-save(fig, "07_guidance_1_vs_5.png")
+save_figure(fig, "07_guidance_1_vs_5.png")
 plt.show()
 
 # %% [markdown]

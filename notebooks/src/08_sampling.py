@@ -25,9 +25,7 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
     %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
 
 # %%
-import tempfile
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,16 +37,7 @@ from sdlearn.data import Attributes
 from sdlearn.device import seed_everything
 from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
 from sdlearn.train.t2i import SCHEDULER_CONFIG
-from sdlearn.viz import image_grid, plot_attention_maps
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository, and the temp folder)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-    fig.savefig(Path(tempfile.gettempdir()) / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import image_grid, plot_attention_maps, save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -114,7 +103,7 @@ theirs = pipe.text_to_image(prompts, seed=0, num_inference_steps=20, guidance_sc
 print(f"hand-written loop vs sdlearn's pipeline: max |difference| = {(mine - theirs).abs().max():.1e}")
 assert torch.allclose(mine, theirs, atol=1e-5)
 fig = image_grid(mine, nrow=4, captions=prompts, figsize=1.9)
-save(fig, "08_generate_simplified.png")
+save_figure(fig, "08_generate_simplified.png")
 plt.show()
 
 # %% [markdown]
@@ -148,7 +137,7 @@ assert torch.allclose(b, second, atol=1e-6) and torch.allclose(batch[1:], second
 print("second call == image from numbers 257-512 of seed 0 == image 2 of the batch")
 fig = image_grid(torch.cat([a, b, c, batch]) * 2 - 1, nrow=5,
                  captions=["generator, call 1", "same generator, call 2", "seed=0", "batch[0], seed=0", "batch[1], seed=0"])
-save(fig, "08_seeds.png")
+save_figure(fig, "08_seeds.png")
 plt.show()
 
 # %% [markdown]
@@ -174,7 +163,7 @@ assert sum(r.size == "small" for r in rows["large"][1]) > sum(r.size == "small" 
 fig = image_grid(torch.cat([rows[n][0][:8] for n in rows]) * 2 - 1, nrow=8,
                  captions=[f"neg. {n!r}" if i == 0 else "" for n in rows for i in range(8)], figsize=1.3)
 fig.suptitle('"a circle": no negative prompt, negative "red", negative "large" (first 8 of 24 seeds)', y=1.02)
-save(fig, "08_negative_prompts.png")
+save_figure(fig, "08_negative_prompts.png")
 plt.show()
 
 # %% [markdown]
@@ -196,7 +185,7 @@ by_scale = {w: pipe.text_to_image(grid_prompts, latents=z_T, guidance_scale=w, o
 imgs = torch.stack([by_scale[w] for w in scales], dim=1).flatten(0, 1)          # rows: prompts, columns: w
 fig = image_grid(imgs * 2 - 1, nrow=len(scales),
                  captions=[f"w = {w}" if i < len(scales) else "" for i, w in enumerate(list(scales) * 3)], figsize=1.3)
-save(fig, "08_guidance_grid.png")
+save_figure(fig, "08_guidance_grid.png")
 plt.show()
 attrs = [Attributes("circle", "red", "large", "top left"), Attributes("star", "blue", "small", "bottom right"),
          Attributes("diamond", "orange", "large", "center right")]
@@ -228,7 +217,7 @@ for n in steps_grid:                                   # rows: step counts, colu
         seconds[key, n] = time.perf_counter() - t0
         captions.append(f"{name}, {n}")
 fig = image_grid(torch.cat(cells) * 2 - 1, nrow=len(names), captions=captions, figsize=1.5)
-save(fig, "08_samplers.png")
+save_figure(fig, "08_samplers.png")
 plt.show()
 
 # %%
@@ -264,7 +253,7 @@ ax.set(xlabel="sampling steps", ylabel="RMS distance to the ODE solution\n(laten
 ax.set_xticks(step_counts, [str(n) for n in step_counts])
 ax.minorticks_off()
 ax.legend(fontsize=8)
-save(fig, "08_sampler_convergence.png")
+save_figure(fig, "08_sampler_convergence.png")
 plt.show()
 for key, errs in errors.items():
     slope = np.polyfit(np.log(step_counts[2:]), np.log(errs[2:]), 1)[0]
@@ -311,7 +300,7 @@ for ax in axes.flat:
     ax.set_xticks([]), ax.set_yticks([])
 axes[0, 0].set_title("final image", fontsize=9)
 fig.tight_layout()
-save(fig, "08_attention_steps.png")
+save_figure(fig, "08_attention_steps.png")
 plt.show()
 
 # %% [markdown]
@@ -330,7 +319,7 @@ for word, j in show.items():
     share = (overall[j] * mask).sum() / overall[j].sum()
     print(f'  "{word}": {share:.0%} of its attention on the shape')
 fig = plot_attention_maps(heat_image[0] * 2 - 1, overall[[show[w] for w in show]], list(show))
-save(fig, "08_attention_average.png")
+save_figure(fig, "08_attention_average.png")
 plt.show()
 
 # %% [markdown]
@@ -350,7 +339,7 @@ def panel(prompt: str = "a small orange square in the bottom left", seed: int = 
     fig, ax = plt.subplots(figsize=(3, 3.2))
     ax.imshow(image)
     ax.axis("off")
-    ax.set_title(f"{prompt}\nread: {read.caption()[2:]}", fontsize=8)
+    ax.set_title(f"{prompt}\nread: {read.caption()[2:]} · {time.perf_counter() - t0:.1f} s", fontsize=8)
     plt.show()
     return read
 
@@ -408,7 +397,7 @@ print(f"diffusers' own pipeline vs sdlearn's pipeline:     max |difference| = {(
 assert torch.allclose(on_diffusers, mine, atol=1e-3) and torch.allclose(diffusers_pipeline, theirs, atol=1e-3)
 fig = image_grid(torch.cat([mine, on_diffusers, diffusers_pipeline]) * 2 - 1, nrow=4,
                  captions=[f"{w}: {p[2:]}" for w in ("sdlearn", "loop on diffusers", "diffusers pipeline") for p in prompts], figsize=1.7)
-save(fig, "08_diffusers.png")
+save_figure(fig, "08_diffusers.png")
 plt.show()
 
 # %% [markdown]

@@ -24,7 +24,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
     %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,14 +38,7 @@ from sdlearn.evaluate import psnr, read_attributes
 from sdlearn.pipeline import StableDiffusion
 from sdlearn.schedules import alpha_bar, make_betas
 from sdlearn.unet import UNet
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 seed_everything(0)
@@ -140,7 +132,7 @@ for row, (name, trace) in zip(axes, traces.items()):
 axes[0, 0].set_title("input", fontsize=7)
 fig.suptitle(f"one loop, three starts: \"{prompt}\"", fontsize=9)
 fig.tight_layout()
-save(fig, "09_three_architectures.png")
+save_figure(fig, "09_three_architectures.png")
 plt.show()
 
 # %% [markdown]
@@ -225,7 +217,7 @@ for ax in axes:
     ax.axis("off")
 fig.suptitle(f'SDEdit strength strip: "{edit_prompt}"', fontsize=9)
 fig.tight_layout()
-save(fig, "09_strength_strip.png")
+save_figure(fig, "09_strength_strip.png")
 plt.show()
 assert (read[0].color, read[0].shape) == ("red", "circle")     # strength 0: the VAE round trip
 assert read[-1].color == "blue"                                   # strength 1: the prompt wins
@@ -298,7 +290,7 @@ for key in ("colour", "shape", "position"):
 ax[1].set(xlabel="strength", ylabel="fraction of 10 images", title="what the prompt gets")
 ax[1].legend(fontsize=7)
 fig.tight_layout()
-save(fig, "09_strength_curve.png")
+save_figure(fig, "09_strength_curve.png")
 plt.show()
 print("strength          ", curve_s)
 print("PSNR (dB)         ", [round(v, 1) for v in curve["psnr"]])
@@ -379,7 +371,7 @@ for row, (name, m) in zip(axes, (("disc, radius 16", disc), ("object_mask, snapp
         ax.tick_params(labelsize=5)
         ax.grid(alpha=0.3)
 fig.tight_layout()
-save(fig, "09_masks.png")
+save_figure(fig, "09_masks.png")
 plt.show()
 lost = float(((np.asarray(disc) > 127) & (np.kron(latent_mask(disc).numpy(), np.ones((8, 8))) < 0.5)).mean() * 64 * 64)
 print(f"the disc loses {lost:.0f} of its {int((np.asarray(disc) > 127).sum())} pixels on the latent grid; "
@@ -431,7 +423,7 @@ for ax in axes.flat:
     ax.axis("off")
 fig.suptitle("inpainting with the 4-channel Shapes model (mask shaded)", fontsize=9)
 fig.tight_layout()
-save(fig, "09_repaint.png")
+save_figure(fig, "09_repaint.png")
 plt.show()
 wanted = [c[4].split(" in ")[0].split()[-2:] for c in cases]                   # [colour, shape]
 follows = np.mean([[r.color, r.shape] == w for r, w in zip(read, wanted)])
@@ -472,7 +464,7 @@ for ax in axes.flat:
     ax.axis("off")
 axes[1, 0].set_title("latent channel 3\n(mask outlined)", fontsize=7)
 fig.tight_layout()
-save(fig, "09_latent_blending.png")
+save_figure(fig, "09_latent_blending.png")
 plt.show()
 
 # %% [markdown]
@@ -580,7 +572,7 @@ assert rms[1] == 0 and rms[0] > 0.1
 # %%
 from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionInpaintPipeline,  # noqa: E402
                        UNet2DConditionModel)
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from transformers import CLIPTextModel  # noqa: E402
 from transformers import CLIPTokenizer as HFTokenizer  # noqa: E402
 
 from sdlearn.pipeline import TINY_MODEL_DIR  # noqa: E402

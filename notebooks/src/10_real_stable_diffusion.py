@@ -28,9 +28,10 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
 # %%
 import io
 import os
-import pickle
 import pickletools
+import shutil
 import socket
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -49,14 +50,7 @@ from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
 from sdlearn.schedules import alpha_bar, make_betas, v_target
 from sdlearn.unet import UNet
 from sdlearn.vae import VAE
-
-IMAGES = Path("../images") if Path("../images").is_dir() else Path(".")
-
-
-def save(fig, name):
-    """Keep every figure as a file too (images/ in the repository)."""
-    fig.savefig(IMAGES / name, dpi=80, bbox_inches="tight")
-
+from sdlearn.viz import save_figure
 
 def online(host="huggingface.co", port=443, timeout=3.0):
     """True when the Hugging Face hub is reachable (and HF_HUB_OFFLINE is not set)."""
@@ -147,7 +141,7 @@ for ax, im, title in zip(axes, (img_theirs, img_ours, diff), ("diffusers", "sdle
     ax.axis("off")
 fig.suptitle(f'"{PROMPT}", seed {SEED}, {STEPS} DPM-Solver++ steps', fontsize=9)
 fig.tight_layout()
-save(fig, "10_side_by_side.png")
+save_figure(fig, "10_side_by_side.png")
 plt.show()
 print(f"mean |sdlearn - diffusers| < {2e-2 if REAL else 1e-3} (of 1): {float(diff.mean()) < (2e-2 if REAL else 1e-3)}")
 assert float(diff.mean()) < (2e-2 if REAL else 1e-3)   # float32 on CPU: round-off; float16 on a GPU: a bit more
@@ -172,7 +166,7 @@ axes[0, 0].set_ylabel("no negative", fontsize=8)
 axes[1, 0].set_ylabel(f'negative:\n"{NEGATIVE}"', fontsize=8)
 fig.suptitle(f'"{PROMPT2}", seed {SEED}, the same {n} starting latents in both rows', fontsize=9)
 fig.tight_layout()
-save(fig, "10_negative_prompt.png")
+save_figure(fig, "10_negative_prompt.png")
 plt.show()
 if not REAL:
     red = [sum(a.color == "red" for a in read_attributes(ims)) for ims in (plain, steered)]
@@ -369,7 +363,8 @@ tiny = StableDiffusion.tiny(device="cpu")
 tiny.progress_bar = False
 parts = {"unet": tiny.unet.state_dict(), "vae": tiny.vae.state_dict(), "text_encoder": tiny.text_encoder.state_dict()}
 original = weights.diffusers_to_original(parts, tiny.unet.config, tiny.vae.config, text_encoder="clip")
-path = weights.save_file(original, Path("/tmp") / "tiny_sd_single_file.safetensors")
+workdir = Path(tempfile.mkdtemp(prefix="sdlearn-nb10-"))   # scratch files, removed at the end of the section
+path = weights.save_file(original, workdir / "tiny_sd_single_file.safetensors")
 for ours_key in ("down_blocks.0.attentions.0.proj_in.weight", "up_blocks.2.resnets.0.conv1.weight"):
     converted = weights.diffusers_to_original({"unet": {ours_key: parts["unet"][ours_key]}, "vae": {}, "text_encoder": {}},
                                               tiny.unet.config, tiny.vae.config)
@@ -391,7 +386,7 @@ assert same
 # which, when unpickled, would write a file (it could as well delete files or send your keys away):
 
 # %%
-marker = Path("/tmp/sdlearn_pickle_payload_ran")
+marker = workdir / "pickle_payload_ran"
 marker.unlink(missing_ok=True)
 
 
@@ -400,7 +395,7 @@ class Payload:
         return (io.open, (str(marker), "w"))   # ... and torch.load(weights_only=False) would run it
 
 
-evil = Path("/tmp/tiny_sd_evil.ckpt")
+evil = workdir / "tiny_sd_evil.ckpt"
 torch.save({"state_dict": original, "callback": Payload()}, evil)
 with zipfile.ZipFile(evil) as z:               # a .ckpt is a zip with a pickle inside
     pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
@@ -429,13 +424,12 @@ assert not marker.exists()
 # A pickle with nothing but tensors loads with the opt-in, and gives the same model:
 
 # %%
-clean = Path("/tmp/tiny_sd_clean.ckpt")
+clean = workdir / "tiny_sd_clean.ckpt"
 torch.save({"state_dict": original}, clean)
 from_ckpt = weights.pipeline_from_single_file(StableDiffusion, clean, allow_pickle=True, configs=tiny_configs)
 print("clean .ckpt, opted in:", all(torch.equal(a, b) for a, b in zip(from_ckpt.unet.state_dict().values(),
                                                                     tiny.unet.state_dict().values())))
-for p in (evil, clean, path):
-    p.unlink()
+shutil.rmtree(workdir)
 
 # %% [markdown]
 # ## Exercises
@@ -482,7 +476,7 @@ safe = {n for n in names if n.endswith(".safetensors")}
 truth = set()
 for n in names:
     try:
-        weights.load_file(Path("/tmp/does-not-exist") / n)
+        weights.load_file(Path(tempfile.gettempdir()) / "sdlearn-does-not-exist" / n)
     except FileNotFoundError:        # accepted: it got as far as looking for the file
         truth.add(n)
     except ValueError:               # refused before touching the file
