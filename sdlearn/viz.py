@@ -14,14 +14,11 @@ from sdlearn.data import to_pil
 ImageLike = Image.Image | torch.Tensor
 
 
-def save_figure(fig, name: str, folder: str | Path = "../images") -> Path | None:
+def save_figure(fig, name: str, folder: str | Path = "../images") -> None:
     """Keep a notebook's figure as a PNG in ``folder`` (the repository's ``images/`` when the
     notebook runs from ``notebooks/``); does nothing where that folder does not exist (e.g. Colab)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    fig.savefig(folder / name, dpi=80, bbox_inches="tight")
-    return folder / name
+    if Path(folder).is_dir():
+        fig.savefig(Path(folder) / name, dpi=80, bbox_inches="tight")
 
 
 def as_pil_list(images: ImageLike | Sequence[ImageLike]) -> list[Image.Image]:

@@ -132,8 +132,8 @@ def test_save_figure_writes_only_where_the_folder_exists(tmp_path):
 
     fig, ax = plt.subplots(figsize=(1, 1))
     ax.plot([0, 1], [1, 0])
-    path = viz.save_figure(fig, "line.png", tmp_path)
-    assert path == tmp_path / "line.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert viz.save_figure(fig, "line.png", tmp_path / "missing") is None      # e.g. on Colab: no images/
+    viz.save_figure(fig, "line.png", tmp_path)
+    assert (tmp_path / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    viz.save_figure(fig, "line.png", tmp_path / "missing")                     # e.g. on Colab: no images/
     assert not (tmp_path / "missing").exists()
     plt.close(fig)
