@@ -81,8 +81,10 @@ def main() -> None:
     fg = foreground(x)
     t = speed(vae, x[:16])
     machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads (shared machine), torch {torch.__version__}"
+    vae_path = Path(args.vae).resolve()
+    shown = vae_path.relative_to(ROOT) if vae_path.is_relative_to(ROOT) else vae_path
     lines = [f"\n## Shapes VAE round trip (bench_vae.py), {datetime.date.today()}\n",
-             f"Machine: {machine}. VAE: {args.vae} (block_out_channels {vae.config['block_out_channels']}, "
+             f"Machine: {machine}. VAE: {shown} (block_out_channels {vae.config['block_out_channels']}, "
              f"f={vae.downsample_factor}, scaling_factor {vae.scaling_factor}); {args.n} held-out renders.\n",
              f"- PSNR {psnr(x_hat, x):.2f} dB (whole image), {psnr(x_hat, x, fg):.2f} dB (foreground only)",
              "- attributes read from reconstruction == read from original: "
@@ -93,7 +95,7 @@ def main() -> None:
              f"- scaled latents (z * scaling_factor): mean {float(zs.mean()):.3f}, std {float(zs.std()):.3f}, "
              f"per-channel std {[round(float(s), 2) for s in zs.std(dim=(0, 2, 3))]}, max |z| {float(zs.abs().max()):.2f}",
              f"- encode+decode 16 images: sdlearn {t['sdlearn'] * 1e3:.0f} ms, diffusers {t['diffusers'] * 1e3:.0f} ms "
-             f"(ratio {t['sdlearn'] / t['diffusers']:.2f}; contended CPU, median of 3)"]
+             f"(ratio {t['sdlearn'] / t['diffusers']:.2f}; median of 3, same weights, same run)"]
     log = Path(args.vae) / "training_log.json"
     if log.exists():
         import json
