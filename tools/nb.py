@@ -45,11 +45,9 @@ def build(src: Path) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for kind, source in parse_cells(src.read_text()):
-        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
-        cell.pop("id", None)
-        nb.cells.append(cell)
-    nbformat.validator.normalize(nb)
+    for i, (kind, source) in enumerate(parse_cells(src.read_text())):
+        new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        nb.cells.append(new(source, id=f"cell-{i:03d}"))   # stable ids: a rebuild changes no id
     return nb
 
 
@@ -64,6 +62,8 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
     finally:
         os.environ.clear()
         os.environ.update(env_before)
+    for cell in nb.cells:                # drop run timestamps: a rebuild changes only what the code prints
+        cell.metadata.pop("execution", None)
     return nb
 
 
