@@ -11,7 +11,7 @@
 # 1. The **full sampler** written out (tokenise, encode, unconditional embedding, initial latents, the loop
 #    with classifier-free guidance, decode), checked equal to `sdlearn`'s pipeline.
 # 2. **Seeds and generators**: why the same seed repeats an image and reusing a generator does not.
-# 3. **Negative prompts**: steering *away* from a word.
+# 3. **Negative prompts**: steering *away* from a caption (and why a bare word barely works).
 # 4. The **guidance scale**, from ignoring the prompt to over-saturated caricature.
 # 5. **Samplers** on the same noise: DDPM, DDIM, DPM-Solver++, Euler, Euler ancestral; how many steps each
 #    needs, measured.
@@ -146,25 +146,38 @@ plt.show()
 # Guidance pushes from the unconditional prediction towards the prompt. Nothing forces the starting point
 # to be the empty prompt: with a **negative prompt** n, the pipeline uses ε̂ = ε(n) + w (ε(y) − ε(n)),
 # which points towards y *and away from n*. "a circle" says nothing about colour or size, so the model
-# falls back on its habits; a negative "red" or "large" pushes it off them. We count over 24 seeds (the
-# same starting noise in each row).
+# falls back on its habits (here: red, large). Can a negative prompt push it off them? We try a bare word
+# and a whole caption, and count over 24 seeds (the same starting noise in each row).
 
 # %%
 z_T = torch.randn(24, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 rows = {}
-for negative in ("", "red", "large"):
+for negative in ("", "red", "a red circle", "a large circle"):
     imgs = pipe.text_to_image(["a circle"] * 24, negative_prompt=[negative] * 24, latents=z_T, output_type="pt")
     rows[negative] = (imgs, evaluate.read_attributes(imgs * 2 - 1))
 for negative, (_, read) in rows.items():
-    print(f"negative {negative!r:8}: red {sum(r.color == 'red' for r in read):2d}/24, "
+    print(f"negative {negative!r:16}: red {sum(r.color == 'red' for r in read):2d}/24, "
           f"small {sum(r.size == 'small' for r in read):2d}/24, circles {sum(r.shape == 'circle' for r in read):2d}/24")
-assert sum(r.color == "red" for r in rows["red"][1]) < max(1, sum(r.color == "red" for r in rows[""][1]))
-assert sum(r.size == "small" for r in rows["large"][1]) > sum(r.size == "small" for r in rows[""][1])
+count = {n: {"red": sum(r.color == "red" for r in read), "small": sum(r.size == "small" for r in read)}
+         for n, (_, read) in rows.items()}
+assert count["a red circle"]["red"] <= count[""]["red"] // 4          # the caption removes the habit ...
+assert count["a red circle"]["red"] < count["red"]["red"]             # ... far better than the bare word
+assert count["a large circle"]["small"] >= count[""]["small"] + 12
 fig = image_grid(torch.cat([rows[n][0][:8] for n in rows]) * 2 - 1, nrow=8,
                  captions=[f"neg. {n!r}" if i == 0 else "" for n in rows for i in range(8)], figsize=1.3)
-fig.suptitle('"a circle": no negative prompt, negative "red", negative "large" (first 8 of 24 seeds)', y=1.02)
+fig.suptitle('"a circle" with the negative prompts "", "red", "a red circle", "a large circle" (first 8 of 24 seeds)',
+             y=1.02)
 save_figure(fig, "08_negative_prompts.png")
 plt.show()
+
+# %% [markdown]
+# **Write negatives in the language of the training captions.** The bare word "red" hardly moves the
+# model: it was trained on whole captions ("a small red circle in the top left") and on the empty prompt,
+# never on a lone word, so ε(z, "red") is not a clean "redness" prediction and ε(y) − ε(n) points nowhere
+# in particular. "a red circle" differs from "a circle" in colour alone, so ε(y) − ε(n) is precisely
+# "less red", and the red circles almost vanish; "a large circle" likewise turns most circles small. (Some
+# shapes suffer: the extrapolation leaves the captions the model knows.) Real Stable Diffusion's captions
+# are web alt-texts, which is why its popular negatives read like alt-text too: "blurry, low quality, watermark".
 
 # %% [markdown]
 # ## 4. The guidance scale
