@@ -62,7 +62,7 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    for cell in nb.cells:                # drop run timestamps: a rebuild changes only what the code prints
+    for cell in nb.cells:                # drop run timestamps: they would make every rebuild a diff
         cell.metadata.pop("execution", None)
     return nb
 

@@ -46,7 +46,24 @@ alpha_bar = schedules.alpha_bar(beta)
 #
 # $$p_\theta(x_{t-1} \mid x_t) = \mathcal N\big(x_{t-1};\ \mu_\theta(x_t, t),\ \sigma_t^2 I\big).$$
 #
-# What should μ_θ aim for? If we also knew x₀, the backwards step would be exactly Gaussian: Bayes' rule on
+# Chained together these steps define the model's joint distribution over the whole trajectory, and the forward
+# process is a chain too (Eq. 1 and 2):
+#
+# $$p_\theta(x_{0:T}) = p(x_T)\prod_{t=1}^{T} p_\theta(x_{t-1}\mid x_t), \qquad
+#   q(x_{1:T}\mid x_0) = \prod_{t=1}^{T} q(x_t \mid x_{t-1}), \quad q(x_t\mid x_{t-1}) = \mathcal N(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I).$$
+#
+# This is a **VAE with T latent variables** x₁ … x_T of the data's own size: q is the encoder, except that it has
+# no parameters (DDPM fixes the β_t; they could be learned, but need not be), and p_θ is the decoder, run T times.
+# Why may the reverse step be Gaussian at all? Because each forward step adds only a little noise: for small β_t
+# the true reverse of a Gaussian step is, to good approximation, Gaussian again (Sohl-Dickstein et al. 2015).
+# The likelihood p_θ(x₀) = ∫ p_θ(x_{0:T}) dx_{1:T} is intractable, so, exactly as notebook 03 does for one
+# latent, we bound it with Jensen's inequality (Eq. 3):
+#
+# $$\mathbb E\big[-\log p_\theta(x_0)\big] \le \mathbb E_q\Big[-\log \frac{p_\theta(x_{0:T})}{q(x_{1:T}\mid x_0)}\Big]
+#   = \mathbb E_q\Big[-\log p(x_T) - \sum_{t\ge 1}\log\frac{p_\theta(x_{t-1}\mid x_t)}{q(x_t\mid x_{t-1})}\Big] =: L.$$
+#
+# (The KL divergence and the ELBO are derived step by step in notebook 03; here we only need that a KL between
+# two Gaussians is a closed-form number.) What should μ_θ aim for? If we also knew x₀, the backwards step would be exactly Gaussian: Bayes' rule on
 # the forward process gives the **posterior** (Eq. 6–7)
 #
 # $$q(x_{t-1} \mid x_t, x_0) = \mathcal N\Big(\tilde\mu_t = \tfrac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1-\bar\alpha_t}x_0

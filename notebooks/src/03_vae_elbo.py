@@ -386,6 +386,30 @@ print(f"SD VAE: {n_params / 1e6:.1f}M parameters, f = {f_sd}; 512x512x3 -> {512 
 assert f_sd == 8 and round(n_params / 1e6, 1) == 83.7
 
 # %% [markdown]
+# A **shape trace** through SD's encoder, again on the `meta` device (shapes, no memory, no time). Each of the first
+# three blocks ends in a stride-2 3×3 convolution (padded by one pixel on the right and bottom only) that halves
+# the side; the fourth keeps 64×64; the mid-block's self-attention mixes all 64×64 = 4,096 positions; the last
+# convolutions produce 8 channels, the mean and log-variance of 4 latent channels.
+
+# %%
+trace = []
+enc = sd_vae.encoder
+stages = ([("conv_in", enc.conv_in)] + [(f"down_blocks[{i}]", b) for i, b in enumerate(enc.down_blocks)]
+          + [("mid_block (self-attention)", enc.mid_block), ("conv_out", enc.conv_out), ("quant_conv", sd_vae.quant_conv)])
+hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: trace.append((name, tuple(out.shape))))
+         for name, m in stages]
+with torch.no_grad():
+    post_sd = sd_vae.encode(torch.empty(1, 3, 512, 512, device="meta"))
+for h in hooks:
+    h.remove()
+print(f"{'image x':28s} (1, 3, 512, 512)")
+for name, shape in trace:
+    print(f"{name:28s} {shape}")
+print(f"{'mean, logvar of q(z|x)':28s} {tuple(post_sd.mean.shape)} each; z ~ q(z|x), times 0.18215, goes to the UNet")
+assert [shape for _, shape in trace] == [(1, 128, 512, 512), (1, 128, 256, 256), (1, 256, 128, 128), (1, 512, 64, 64),
+                                         (1, 512, 64, 64), (1, 512, 64, 64), (1, 8, 64, 64), (1, 8, 64, 64)]
+
+# %% [markdown]
 # ## 7. The bundled Shapes VAE
 #
 # The tiny text-to-image model in this course uses a VAE with SD's geometry, 64×64×3 → 8×8×4, trained on Shapes

@@ -7,7 +7,8 @@
 #
 # 1. Why a prompt has to become numbers before a diffusion model can use it, and what kind of numbers.
 # 2. **Byte-level BPE**, the tokenizer of CLIP: bytes, the learned merges applied one by one on a real prompt, ids, the start/end tokens, padding to 77 and what truncation loses.
-# 3. **Token + position embeddings** and the **causal mask**: we show that a token's state does not move when later words change.
+# 3. **Token + position embeddings** and the **causal mask**: we show that a token's state does not move when later words change;
+#    then one **encoder layer written out** (pre-LayerNorm, causal multi-head attention, QuickGELU MLP) and checked.
 # 4. **Contextual embeddings**: the same word gets different vectors in different sentences, measured on a real pretrained encoder (all-MiniLM-L6-v2, offline).
 # 5. How CLIP is **trained** (a contrastive objective), with a tiny CLIP trained live and the bundled one's image-caption similarities.
 # 6. The **(B, 77, d)** output the UNet reads, and how text encoders grew: SD v1's CLIP ViT-L/14, SD v2's OpenCLIP ViT-H, the LDM paper's BERT-like encoder, and Imagen's lesson that bigger text encoders help.
@@ -251,6 +252,55 @@ axes[1].set_ylabel("‖Δ state‖")
 save_figure(fig, "04_causal_mask.png")
 plt.show()
 print("unchanged slots:", changed, "| max change before slot", changed, "=", float(delta[:changed].max()))
+
+# %% [markdown]
+# ### One encoder layer, written out
+#
+# Each of CLIP's layers (4 in the tiny encoder, 12 in SD v1's) is a **pre-LayerNorm** transformer block:
+# normalise, attend (causally, with several heads), add back; normalise, a two-layer MLP, add back:
+#
+# $$h = x + \text{Attn}(\text{LN}_1(x)), \qquad x' = h + W_2\,\text{QuickGELU}(W_1\,\text{LN}_2(h)),
+#   \qquad \text{QuickGELU}(u) = u\,\sigma(1.702\,u).$$
+#
+# QuickGELU is OpenAI's cheap stand-in for GELU(u) = u Φ(u), with Φ the normal CDF: the logistic σ(a u) looks
+# like Φ(u), and a = 1.702 is the scale at which the two curves are closest (we check that below). We run the tiny
+# encoder's first layer by hand on the embeddings x0 from section 3, with the mask from above, then the whole tower:
+
+# %%
+layer = text_encoder.text_model.encoder.layers[0]
+attn, n_heads = layer.self_attn, text_encoder.config["num_attention_heads"]
+assert text_encoder.config["hidden_act"] == "quick_gelu"
+
+
+def clip_layer_by_hand(x):                                        # x: (B, 77, d)
+    B, L, d = x.shape
+    dh = d // n_heads                                             # width of one head
+    h = layer.layer_norm1(x)                                      # pre-LN: (B, L, d)
+    q, k, v = (proj(h).view(B, L, n_heads, dh).transpose(1, 2)   # (B, L, d) -> (B, heads, L, d/heads)
+               for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)              # (B, heads, L, L)
+    scores = scores + torch.full((L, L), -math.inf).triu(1)       # the causal mask: no peeking ahead
+    heads = scores.softmax(dim=-1) @ v                            # (B, heads, L, d/heads)
+    x = x + attn.out_proj(heads.transpose(1, 2).reshape(B, L, d))  # concat heads, project, residual: (B, L, d)
+    u = layer.mlp.fc1(layer.layer_norm2(x))                       # pre-LN, widen: (B, L, 4d)
+    return x + layer.mlp.fc2(u * torch.sigmoid(1.702 * u))        # QuickGELU, narrow, residual: (B, L, d)
+
+
+with torch.no_grad():
+    mine, theirs = clip_layer_by_hand(x0), layer(x0)
+    x = x0
+    for block in text_encoder.text_model.encoder.layers:         # all layers, then a final LayerNorm
+        x = block(x)
+    tower = text_encoder.text_model.final_layer_norm(x)
+    print(f"layer 0 by hand vs sdlearn: max |difference| = {(mine - theirs).abs().max():.1e}")
+    assert torch.allclose(mine, theirs, atol=1e-5)
+    assert torch.allclose(tower, text_encoder(ids), atol=1e-5)   # embeddings -> layers -> LN is the encoder
+u = torch.linspace(-4, 4, 801)
+Phi = 0.5 * (1 + torch.erf(u / math.sqrt(2)))                    # the normal CDF
+gap = {a: float((torch.sigmoid(a * u) - Phi).abs().max()) for a in (1.6, 1.65, 1.702, 1.75, 1.8)}
+print("max |sigmoid(a u) - Phi(u)|:", "  ".join(f"a={a}: {e:.4f}" for a, e in gap.items()))
+print(f"max |QuickGELU - GELU| on [-4, 4] = {(u * torch.sigmoid(1.702 * u) - F.gelu(u)).abs().max():.3f}")
+assert min(gap, key=gap.get) == 1.702 and gap[1.702] < 0.01
 
 # %% [markdown]
 # ## 5. Contextual embeddings: one word, many vectors

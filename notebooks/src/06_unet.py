@@ -41,7 +41,7 @@ g = seed_everything(0)
 # %% [markdown]
 # ## 1. The noise predictor as a function
 #
-# Training (notebook 03) asks one network to look at a noisy latent x_t, the step t it was noised to
+# Training (notebooks 02 and 07) asks one network to look at a noisy latent x_t, the step t it was noised to
 # and the text, and say which noise ε was added: the loss is ‖ε − ε_θ(x_t, t, τ(y))‖². So the network
 # maps a (B, 4, h, w) latent to a (B, 4, h, w) noise estimate of the **same shape**; t is one number
 # per image; the text is a (B, 77, 768) sequence of token vectors from CLIP (notebook 04).
@@ -144,6 +144,43 @@ print(type(st).__name__, "| norm", st.norm, "| proj_in", st.proj_in)
 for name, m in st.transformer_blocks[0].named_children():
     print(f"  {name:6s}", m.__class__.__name__, "" if not hasattr(m, "to_k") else
           f"to_q {tuple(m.to_q.weight.shape)}, to_k {tuple(m.to_k.weight.shape)}")
+
+# %% [markdown]
+# The whole spatial transformer fits in a dozen lines. Written out with plain tensor operations and the block's
+# own weights, and checked against it (SD 1.x layout: GroupNorm, 1×1 conv in, one transformer layer, 1×1 conv
+# out, and a **long residual** around everything, so that a block that has learned nothing passes x through):
+
+# %%
+def attend(a, x, context):
+    """softmax(Q K^T / sqrt(d_head)) V with a's weights, heads split and merged again."""
+    B, N, _ = x.shape
+    split = lambda t: t.view(B, -1, a.heads, a.dim_head).transpose(1, 2)   # (B, n, heads*dh) -> (B, heads, n, dh)
+    q, k, v = split(a.to_q(x)), split(a.to_k(context)), split(a.to_v(context))
+    weights = (q @ k.transpose(-1, -2) / math.sqrt(a.dim_head)).softmax(dim=-1)   # (B, heads, N, M)
+    return a.to_out[0]((weights @ v).transpose(1, 2).reshape(B, N, -1))   # merge heads, project: (B, N, dim)
+
+
+def spatial_transformer_by_hand(st, x, context):                  # x: (B, C, H, W), context: (B, 77, d_text)
+    B, C, H, W = x.shape
+    h = st.proj_in(st.norm(x))                                    # GroupNorm, 1x1 conv: (B, C, H, W)
+    h = h.flatten(2).transpose(1, 2)                              # one token per position: (B, H*W, C)
+    for blk in st.transformer_blocks:
+        h = attend(blk.attn1, blk.norm1(h), blk.norm1(h)) + h      # self-attention: positions <-> positions
+        h = attend(blk.attn2, blk.norm2(h), context) + h           # cross-attention: positions <- text tokens
+        value, gate = blk.ff.net[0].proj(blk.norm3(h)).chunk(2, dim=-1)   # GEGLU: (B, H*W, 8C) -> 2 x (B, H*W, 4C)
+        h = blk.ff.net[2](value * F.gelu(gate)) + h                # gated MLP back to C, residual
+    h = h.transpose(1, 2).reshape(B, C, H, W)                     # tokens back to a feature map
+    return st.proj_out(h) + x                                     # 1x1 conv, the long residual
+
+
+assert not st.linear_projection                                   # SD 1.x: 1x1 convolutions in and out
+feat = torch.randn(2, st.norm.num_channels, 16, 16, generator=g)
+text = torch.randn(2, 77, SMALL["cross_attention_dim"], generator=g)
+with torch.no_grad():
+    by_hand, ours = spatial_transformer_by_hand(st, feat, text), st(feat, text)
+print("spatial transformer:", tuple(feat.shape), "+ text", tuple(text.shape), "->", tuple(by_hand.shape),
+      f"| by hand vs sdlearn: max |difference| = {(by_hand - ours).abs().max():.1e}")
+assert torch.allclose(by_hand, ours, atol=1e-5)
 
 # %% [markdown]
 # ## 5. A shape trace of the real SD 1.5 UNet

@@ -386,7 +386,7 @@ from diffusers import StableDiffusionPipeline
 
 diffusers.utils.logging.set_verbosity_error()
 dpipe = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, safety_checker=None, feature_extractor=None,
-                                                requires_safety_checker=False, torch_dtype=torch.float32)
+                                                requires_safety_checker=False)
 dpipe.set_progress_bar_config(disable=True)
 print(diffusers.__version__, type(dpipe.scheduler).__name__)
 

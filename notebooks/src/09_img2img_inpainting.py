@@ -24,7 +24,6 @@ if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras fi
     %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
 
 # %%
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch

@@ -33,6 +33,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -91,8 +92,10 @@ SEED = 1024   # the lecture's seed
 # NBVAL_IGNORE_OUTPUT
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-pipe = StableDiffusionPipeline.from_pretrained(MODEL_ID, torch_dtype=DTYPE, safety_checker=None,
-                                               requires_safety_checker=False)
+with warnings.catch_warnings():   # newest diffusers rename torch_dtype to dtype; older ones know only torch_dtype
+    warnings.simplefilter("ignore", FutureWarning)
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL_ID, torch_dtype=DTYPE, safety_checker=None,
+                                                   requires_safety_checker=False)
 pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)   # the lecture's swap
 pipe = pipe.to(DEVICE)
 pipe.set_progress_bar_config(disable=True)
