@@ -54,6 +54,27 @@ assert pixels / latent == 3 * f * f / latent_channels == 48
 # (f = 4 or 8) that the decoder can still restore detail.
 
 # %% [markdown]
+# ### Where diffusion sits among generative models
+#
+# A **discriminative** model learns p(label | image): given a picture, is it a cat? A **generative** model learns
+# the distribution of the images themselves, p(image), or p(image | text), so that it can *sample* new ones.
+# For images the main families arrived in roughly this order:
+#
+# | year | family | the idea in one line |
+# |---|---|---|
+# | 2013 | variational autoencoder (Kingma & Welling) | decode samples of a latent z ~ N(0, I); train a lower bound on log p(x) (notebook 03) |
+# | 2014 | generative adversarial network (Goodfellow et al.) | a generator fools a discriminator; sharp images in one pass |
+# | 2015-2020 | diffusion (Sohl-Dickstein et al.; DDPM, Ho et al.) | learn to undo gradual noising, one small step at a time (notebooks 01-02) |
+# | 2016-2018 | autoregressive pixels (PixelCNN), normalising flows (Glow) | exact likelihoods, pixel by pixel or through invertible maps |
+# | 2021-2022 | text-to-image at scale: DALL-E, GLIDE, DALL-E 2, Imagen, **latent diffusion / Stable Diffusion** | condition on text, train on hundreds of millions of captioned images |
+#
+# GANs are fast to sample but their two-player training is unstable and prone to **mode collapse**: the
+# generator settles on a few kinds of image that fool the discriminator and never produces the rest.
+# Diffusion models are **likelihood-based**: the loss charges the model for every part of the data it fails to
+# cover, so they train stably and keep the variety, and one network is shared across all noise levels. Their
+# price is many network evaluations per image: the cost that latent diffusion cuts by working on small latents.
+
+# %% [markdown]
 # ## 2. How the series is organised
 #
 # Each notebook builds one part from scratch, checks it against the reference implementation

@@ -213,7 +213,10 @@ assert min(grid_kl) == 0.0 and sum(k < 1e-12 for k in grid_kl) == 1   # ... and 
 #
 # ## 3. The ELBO, step by step
 #
-# A latent-variable model says: draw z ~ p(z), then x ~ p_θ(x|z). The likelihood of an image is
+# **Why "latent"?** x is *observed*: the pixels we have. z is *latent*, hidden: the causes we never see directly
+# (which shape, which colour, where), of which the image is only a projection. Plato's prisoners in the cave see
+# shadows on a wall and must infer the objects that cast them; an encoder does the same inference, from pixels
+# back to causes. A latent-variable model says: draw z ~ p(z), then x ~ p_θ(x|z). The likelihood of an image is
 # p_θ(x) = ∫ p_θ(x, z) dz, an integral over every latent: intractable for a neural decoder. Bayes would give
 # p_θ(x) = p_θ(x, z) / p_θ(z|x) for any z, but the true posterior p_θ(z|x) needs p_θ(x) itself: a chicken and egg
 # problem. So we bring in an *approximate* posterior q_φ(z|x) (the encoder) and rewrite log p_θ(x):

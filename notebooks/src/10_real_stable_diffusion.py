@@ -150,6 +150,27 @@ print(f"mean |sdlearn - diffusers| < {2e-2 if REAL else 1e-3} (of 1): {float(dif
 assert float(diff.mean()) < (2e-2 if REAL else 1e-3)   # float32 on CPU: round-off; float16 on a GPU: a bit more
 
 # %% [markdown]
+# **Style is just more words.** The lecture's second prompt adds a painter and a hint of quality; with real
+# weights the style carries over (the tiny model knows only shapes, so offline it gets a Shapes caption). A
+# returned image is a PIL image: `.save` writes it to a file.
+
+# %%
+PROMPT3 = ("a lovely cat running in the desert in Van Gogh style, trending art." if REAL
+           else "a small green triangle in the bottom left")
+image = sd.text_to_image(PROMPT3, seed=SEED, **kw)[0]              # a PIL.Image
+saved = Path(tempfile.gettempdir()) / ("lovely_cat.png" if REAL else "green_triangle.png")
+image.save(saved)
+print(f"{image.size[0]}x{image.size[1]} {image.mode} image saved as {saved.name}:", saved.exists())
+plt.figure(figsize=(2.6, 2.6))
+plt.imshow(image)
+plt.title(PROMPT3, fontsize=7)
+plt.axis("off")
+plt.show()
+if not REAL:
+    assert read_attributes([image])[0].caption() == PROMPT3        # the tiny model draws what it was asked
+saved.unlink()
+
+# %% [markdown]
 # **A negative prompt** replaces the empty prompt of classifier-free guidance:
 # ε = ε(z, negative) + w (ε(z, prompt) − ε(z, negative)), so each step moves *away* from the
 # negative prompt as well as towards the prompt. The lecture removes "tree and leaves" from a
