@@ -148,7 +148,8 @@ for name, m in st.transformer_blocks[0].named_children():
 # %% [markdown]
 # The whole spatial transformer fits in a dozen lines. Written out with plain tensor operations and the block's
 # own weights, and checked against it (SD 1.x layout: GroupNorm, 1×1 conv in, one transformer layer, 1×1 conv
-# out, and a **long residual** around everything, so that a block that has learned nothing passes x through):
+# out, and a **long residual** around everything: the original LDM code starts proj_out at zero, so that a fresh
+# block passes x through unchanged and learns only a correction):
 
 # %%
 def attend(a, x, context):
