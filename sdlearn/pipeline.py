@@ -52,9 +52,7 @@ def make_scheduler(name_or_scheduler: Any, config: dict | None = None) -> Any:
     key = name_or_scheduler.lower()
     if key not in SAMPLERS:
         raise ValueError(f"unknown scheduler {name_or_scheduler!r}; allowed: {', '.join(SAMPLERS)}")
-    # the shared keys carry over (schedule, prediction type, spacing); keys another sampler left
-    # unset (None) fall back to this sampler's own defaults
-    return SAMPLERS[key].from_config({k: v for k, v in (config or {}).items() if v is not None})
+    return SAMPLERS[key].from_config(config or {})   # the shared keys carry over: schedule, prediction type, spacing
 
 
 class StableDiffusion:

@@ -127,9 +127,10 @@ class Scheduler:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any):
-        """Build from a diffusers scheduler config (any scheduler's: keys this sampler lacks are ignored)."""
+        """Build from a diffusers scheduler config (any scheduler's: keys this sampler lacks are ignored,
+        and keys left unset (None) take this sampler's own defaults)."""
         merged = {**dict(config), **overrides}
-        return cls(**{k: v for k, v in merged.items() if k in cls.defaults})
+        return cls(**{k: v for k, v in merged.items() if k in cls.defaults and v is not None})
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write ``scheduler_config.json`` naming the matching diffusers class, so that diffusers'

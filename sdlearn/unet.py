@@ -348,7 +348,7 @@ class UNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, subfolder: str | None = None,
-                        torch_dtype: torch.dtype | None = None, variant: str | None = None) -> "UNet":
+                        torch_dtype: torch.dtype = torch.float32, variant: str | None = None) -> "UNet":
         """Load ``config.json`` + ``diffusion_pytorch_model[.variant].safetensors`` from a diffusers folder.
 
         Weights come in as ``torch_dtype`` (default float32, as in diffusers, whatever the file stores).
@@ -365,7 +365,7 @@ class UNet(nn.Module):
                              "sdlearn.unet reads safetensors only")
         with torch.device("meta"):
             model = cls.from_config(json.loads(config_file.read_text()))
-        state = {k: v.to(torch_dtype or torch.float32) for k, v in load_file(str(weights)).items()}
+        state = {k: v.to(torch_dtype) for k, v in load_file(str(weights)).items()}
         model.load_weights(state)
         return model.eval()
 

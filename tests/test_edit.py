@@ -63,7 +63,7 @@ def test_strength_decides_the_number_of_steps(pipe, image, strength, steps):
     calls = []
     pipe.image_to_image("a red circle", image, strength=strength, num_inference_steps=10, seed=0,
                         output_type="latent", callback=lambda i, t, z: calls.append(int(t)))
-    assert len(calls) == steps == int(10 * strength)
+    assert len(calls) == steps
     full = pipe.scheduler.timesteps.tolist()
     assert calls == full[len(full) - steps:]  # the *last* steps of the schedule: the low-noise end
 

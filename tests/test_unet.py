@@ -19,14 +19,8 @@ from sdlearn.unet import UNet, timestep_embedding
 RTOL_SCALE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a busy 2-core machine two OpenMP threads waiting on each other make these forwards 5-50x
-    slower; one thread is nearly as fast on an idle machine and steady on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
+
 
 def assert_same(ours: torch.Tensor, ref: torch.Tensor) -> None:
     assert ours.shape == ref.shape

@@ -546,7 +546,7 @@ assert (path[0] - a[0]).abs().mean() < 0.02 and (path[-1] - b[0]).abs().mean() <
 # crops of three photos and measures PSNR on a fourth, held-out photo. Less downsampling keeps more detail, but
 # leaves the diffusion model more numbers to handle: LDM chose f = 4 to 8 as the sweet spot, SD f = 8.
 #
-# The paper's Figure 1 (reconstructions of ImageNet-val at 512² px) reports PSNR and **R-FID**, the Fréchet
+# The paper's Figure 1 (pictures from DIV2K at 512² px; numbers computed on ImageNet-val) reports PSNR and **R-FID**, the Fréchet
 # Inception distance between the set of reconstructions and the set of originals (lower is more realistic).
 # Its three autoencoders disagree between the two measures: VQGAN (f = 16) loses more pixels than DALL-E's f = 8
 # model yet looks far more real, because its adversarial loss keeps textures sharp where exact detail is gone.
@@ -558,8 +558,6 @@ import json
 paper = [("LDM's own", 4, 27.4, 0.58), ("DALL-E", 8, 22.8, 32.01), ("VQGAN", 16, 19.9, 4.98)]
 for name, f_, db, rfid in paper:
     print(f"paper  f = {f_:>2} ({name:12s}): PSNR {db} dB, R-FID {rfid}")
-assert [db for *_, db, _ in paper] == sorted((db for *_, db, _ in paper), reverse=True)   # PSNR falls with f ...
-assert paper[2][3] < paper[1][3]                                  # ... but R-FID does not: adversarial textures
 bench = Path("../images/03_photo_f.json")
 if bench.exists():
     rows = json.loads(bench.read_text())

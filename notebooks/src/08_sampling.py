@@ -41,7 +41,7 @@ from sdlearn.viz import image_grid, plot_attention_maps, save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
-pipe = StableDiffusion.tiny(device="cpu").to(dtype=torch.float32)  # weights ship in float16; compute in float32
+pipe = StableDiffusion.tiny(device="cpu")  # the files store float16; loaded as float32
 pipe.progress_bar = False
 print(type(pipe.unet).__name__, type(pipe.vae).__name__, type(pipe.text_encoder).__name__,
       type(pipe.tokenizer).__name__, type(pipe.scheduler).__name__)
