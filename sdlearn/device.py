@@ -45,9 +45,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def randn(shape: tuple[int, ...], generator: torch.Generator | None = None,
+def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,
           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard-normal noise drawn on the CPU (from ``generator``) and moved to ``device``."""
+    """Standard-normal noise drawn on the CPU (from ``generator``) and moved to ``device``.
+    A list of generators draws batch item i from generator i (as diffusers' ``randn_tensor``)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; give one per item")
+        return torch.cat([randn((1, *shape[1:]), g, device, dtype) for g in generator])
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU torch.Generator (got one on {generator.device}); "
                          "sdlearn draws noise on the CPU so that every device starts from the same latents")
