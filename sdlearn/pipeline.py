@@ -89,21 +89,28 @@ class StableDiffusion:
                         dtype: torch.dtype | None = None) -> "StableDiffusion":
         """Load a diffusers-format folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
         ``scheduler/``), or a hub id such as ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` when
-        online. Only safetensors weights are read."""
+        online. Only safetensors weights are read, each model through ``sdlearn.weights.load_pretrained``
+        (keys and shapes checked on the meta device first). The UNet and text encoder come in as
+        ``dtype`` (None: float32), the VAE in float32."""
+        from sdlearn import weights
         from sdlearn.clip import CLIPTextEncoder
         from sdlearn.unet import UNet
         from sdlearn.vae import VAE
 
+        dtype = weights.check_dtype(dtype)
+        if not isinstance(path_or_id, (str, os.PathLike)):
+            raise TypeError(f"path_or_id must be a folder path or a hub id (got {type(path_or_id).__name__})")
         folder = Path(path_or_id)
         if not folder.is_dir():
             folder = _download(str(path_or_id))
-        for part in ("unet", "vae", "text_encoder"):
-            if not (folder / part).is_dir():
-                raise ValueError(f"{folder} is not a diffusers Stable Diffusion folder: {part}/ is missing")
+        missing = [f"{part}/" for part in ("unet", "vae", "text_encoder") if not (folder / part).is_dir()]
+        if missing:
+            raise ValueError(f"{folder} is not a diffusers Stable Diffusion folder: {', '.join(missing)} missing "
+                             "(it needs unet/, vae/ and text_encoder/; tokenizer/ and scheduler/ are optional)")
         tokenizer = _load_tokenizer(folder / "tokenizer")
-        pipe = cls(UNet.from_pretrained(folder / "unet"), VAE.from_pretrained(folder / "vae"),
-                   CLIPTextEncoder.from_pretrained(folder / "text_encoder"), tokenizer,
-                   _load_scheduler(folder / "scheduler"))
+        scheduler = _load_scheduler(folder / "scheduler")
+        pipe = cls(UNet.from_pretrained(folder / "unet", dtype), VAE.from_pretrained(folder / "vae"),
+                   CLIPTextEncoder.from_pretrained(folder / "text_encoder", dtype), tokenizer, scheduler)
         return pipe.to(device or get_device(), dtype)
 
     @classmethod
@@ -111,10 +118,12 @@ class StableDiffusion:
                          device: str | torch.device | None = None,
                          dtype: torch.dtype | None = None) -> "StableDiffusion":
         """Load an original CompVis-layout checkpoint (``.safetensors``; pickles only with
-        ``allow_pickle=True``, and then through ``torch.load(weights_only=True)``)."""
+        ``allow_pickle=True``, and then through ``torch.load(weights_only=True)``). Keys and shapes
+        are checked against the SD architecture, built on the meta device, before any weight is read."""
         from sdlearn import weights
 
-        return weights.pipeline_from_single_file(cls, path, allow_pickle=allow_pickle).to(device or get_device(), dtype)
+        pipe = weights.pipeline_from_single_file(cls, path, allow_pickle=allow_pickle, dtype=dtype)
+        return pipe.to(device or get_device(), dtype)
 
     @classmethod
     def from_diffusers(cls, pipe: Any) -> "StableDiffusion":
@@ -310,7 +319,7 @@ class StableDiffusion:
                 warnings.warn(f"the latents became NaN/inf at step {i} (t={int(t)}): the UNet's noise prediction "
                               f"overflowed. Check the UNet's weights, guidance_scale={run.guidance_scale} and the "
                               f"dtype ({self.dtype}; float16 can overflow where bfloat16 or float32 don't)",
-                              RuntimeWarning, stacklevel=3)
+                              RuntimeWarning, stacklevel=4)   # _sample <- task <- no_grad wrapper <- caller
             if run.callback is not None:
                 run.callback(i, t, z)
         return z
@@ -337,7 +346,7 @@ class StableDiffusion:
         context = cond if guidance_scale <= 1.0 else torch.cat([self.encode_prompt(negatives), cond])
         if not torch.isfinite(context).all():                                 # (2B, 77, d): [uncond; cond]
             warnings.warn("the text encoder's output contains NaN/inf: check its weights and dtype",
-                          RuntimeWarning, stacklevel=4)
+                          RuntimeWarning, stacklevel=5)   # _context <- _prepare <- task <- no_grad <- caller
         return context
 
     @staticmethod
@@ -357,7 +366,7 @@ class StableDiffusion:
         if not torch.isfinite(images).all():
             if torch.isfinite(latents).all():
                 warnings.warn("the VAE decoder produced NaN/inf from finite latents: check its weights and dtype",
-                              RuntimeWarning, stacklevel=3)
+                              RuntimeWarning, stacklevel=4)
             images = images.nan_to_num(0.0, 0.0, 0.0)                         # NaN -> black, named above
         if output_type == "pt":
             return images.cpu()
@@ -579,10 +588,11 @@ def _load_tokenizer(folder: Path) -> Any:
     """Our CLIP tokenizer, with the padding token a diffusers ``tokenizer/`` folder asks for
     (SD v1 pads with <|endoftext|>, SD v2 with "!")."""
     from sdlearn.tokenizer import CLIPTokenizer
+    from sdlearn.weights import read_config
 
     tokenizer = CLIPTokenizer()
     path = folder / "special_tokens_map.json"
-    pad = json.loads(path.read_text()).get("pad_token") if path.exists() else None
+    pad = read_config(path).get("pad_token") if path.exists() else None
     pad = pad.get("content") if isinstance(pad, dict) else pad
     if pad is not None:
         tokenizer.pad_id = tokenizer.encoder.get(pad, tokenizer.encoder.get(pad + "</w>", tokenizer.pad_id))
@@ -591,18 +601,41 @@ def _load_tokenizer(folder: Path) -> Any:
 
 def _load_scheduler(folder: Path) -> Any:
     """Our scheduler for a diffusers ``scheduler/`` folder (DPM-Solver++ when it's one we lack)."""
+    from sdlearn.weights import read_config
+
     path = folder / "scheduler_config.json"
-    config = json.loads(path.read_text()) if path.exists() else {}
-    return _DIFFUSERS_SCHEDULERS.get(config.get("_class_name"), ours.DPMSolverPP).from_config(config)
+    config = read_config(path) if path.exists() else {}
+    try:
+        return _DIFFUSERS_SCHEDULERS.get(config.get("_class_name"), ours.DPMSolverPP).from_config(config)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{path}: {err}") from err
 
 
 def _download(repo_id: str) -> Path:
-    """Fetch a hub repo's configs and safetensors (needs the network; never used by the tests)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(f"{repo_id!r} is not a local folder and HF_HUB_OFFLINE=1: real Stable Diffusion "
-                         "weights need an internet connection (e.g. on Colab)")
-    from huggingface_hub import snapshot_download
+    """Fetch a hub repo's configs and safetensors (needs the network; never used by the tests).
 
-    return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "unet/*.safetensors",
-                                                          "vae/*.safetensors", "text_encoder/*.safetensors"],
-                                  ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ckpt", "*.bin"]))
+    As diffusers: a name that is no folder must be a valid hub id (``owner/name``) and the hub must be
+    reachable (not ``HF_HUB_OFFLINE``); otherwise a ValueError says it is neither, with the path."""
+    local = Path(repo_id)
+    if local.exists():
+        raise ValueError(f"{local} is a file, not a folder: from_pretrained reads a diffusers folder "
+                         "(an original single-file checkpoint loads with from_single_file)")
+    neither = f"{repo_id!r} is neither a local folder (no directory {local.absolute()}) nor "
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(neither + f"a valid hub id ('owner/name' of letters, digits, '-', '_', '.'): {err}") \
+            from None
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise ValueError(neither + "a hub id that can be fetched: HF_HUB_OFFLINE is set, and real Stable "
+                         "Diffusion weights need an internet connection (e.g. on Colab)")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "unet/*.safetensors",
+                                                              "vae/*.safetensors", "text_encoder/*.safetensors"],
+                                      ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ckpt", "*.bin"]))
+    except (OSError, ValueError) as err:  # RepositoryNotFoundError, no connection, ... (all OSErrors)
+        raise ValueError(neither + f"a model on the Hugging Face hub that could be downloaded: {err}") from err

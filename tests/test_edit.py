@@ -12,38 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sdlearn import schedulers
-from sdlearn.clip import CLIPTextEncoder
 from sdlearn.device import randn
 from sdlearn.pipeline import StableDiffusion
-from sdlearn.tokenizer import CLIPTokenizer
-from sdlearn.train.t2i import SCHEDULER_CONFIG
-from sdlearn.unet import UNet
-from sdlearn.vae import VAE
 
 SIZE = 16  # pixels; the VAE has two blocks (factor 2), so latents are 8x8
 
 
-def tiny_pipeline(in_channels: int = 4, seed: int = 0) -> StableDiffusion:
-    torch.manual_seed(seed)
-    unet = UNet.from_config({
-        "sample_size": 8, "in_channels": in_channels, "out_channels": 4, "layers_per_block": 1,
-        "block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32,
-        "attention_head_dim": 4, "norm_num_groups": 16})
-    vae = VAE.from_config({"block_out_channels": [16, 32], "down_block_types": ["DownEncoderBlock2D"] * 2,
-                           "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4,
-                           "norm_num_groups": 8, "sample_size": SIZE})
-    text = CLIPTextEncoder.from_config({"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64,
-                                        "num_hidden_layers": 2, "num_attention_heads": 4,
-                                        "max_position_embeddings": 77})
-    pipe = StableDiffusion(unet, vae, text, CLIPTokenizer(), schedulers.DPMSolverPP.from_config(SCHEDULER_CONFIG))
-    pipe.progress_bar = False
-    return pipe
-
-
 @pytest.fixture(scope="module")
-def pipe() -> StableDiffusion:
+def pipe(tiny_pipeline) -> StableDiffusion:
     return tiny_pipeline()
 
 
@@ -136,7 +112,7 @@ def test_pil_and_tensor_masks_agree(pipe, image):
 
 
 # ---------------------------------------------------------------- inpainting, 9-channel UNet
-def test_nine_channel_unet_sees_latents_mask_and_masked_image():
+def test_nine_channel_unet_sees_latents_mask_and_masked_image(tiny_pipeline):
     pipe = tiny_pipeline(in_channels=9, seed=1)
     rng = np.random.default_rng(1)
     image = Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8))
@@ -183,7 +159,7 @@ def test_bad_input_is_refused_before_any_step(pipe, image, method, kwargs, error
     assert calls == []
 
 
-def test_inpaint_refuses_a_unet_with_other_input_channels(image):
+def test_inpaint_refuses_a_unet_with_other_input_channels(tiny_pipeline, image):
     pipe = tiny_pipeline(in_channels=5)
     with pytest.raises(ValueError, match="4 or 9 input channels"):
         pipe.inpaint("a red circle", image, box_mask(0, 0, 8))
