@@ -8,6 +8,11 @@ Each follows diffusers' scheduler protocol, so ours and diffusers' can be swappe
         eps = model(scheduler.scale_model_input(x, t), t)
         x = scheduler.step(eps, t, x).prev_sample
 
+As in diffusers, DDPM, Euler and EulerAncestral may skip ``set_timesteps``: they start on the full
+training schedule (timesteps T-1, ..., 0); DDIM and DPMSolverPP raise until it is called. Bad input
+(a timestep not in the schedule, mismatched shapes, an impossible config) is a ValueError/TypeError
+naming the argument.
+
 Constructor keywords are diffusers' config keys with diffusers' defaults (``Scheduler.defaults``),
 ``from_config`` takes a diffusers ``scheduler_config.json`` (unknown keys ignored) and ``.config``
 reads like diffusers' (``config.num_train_timesteps`` or ``config["num_train_timesteps"]``).
@@ -23,6 +28,8 @@ Two families:
 from __future__ import annotations
 
 import json
+import numbers
+import operator
 from pathlib import Path
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -30,10 +37,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdlearn.schedules import alpha_bar, karras_sigmas, make_betas, q_sample, sigmas_from_alpha_bar, v_target
+from sdlearn.schedules import (BETA_SCHEDULES, alpha_bar, karras_sigmas, make_betas, q_sample, sigmas_from_alpha_bar,
+                               v_target)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+BOOL_KEYS = ("clip_sample", "set_alpha_to_one", "thresholding", "use_karras_sigmas", "lower_order_final",
+             "euler_at_final", "rescale_betas_zero_snr")
 
 
 class SchedulerOutput(NamedTuple):
@@ -89,6 +99,37 @@ def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float =
     return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(x0.dtype)
 
 
+def as_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a Python int (numpy ints too, via ``operator.index``; not bools, floats or strings),
+    else a TypeError; a ValueError if it is below ``minimum``. Both name the argument."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if minimum is not None and n < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {n}")
+    return n
+
+
+def _as_real(name: str, value: Any) -> float:
+    """``value`` as a finite float, else a TypeError/ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _short(values: torch.Tensor) -> str:
+    """A schedule for an error message: all of it if short, else its ends."""
+    v = [int(x) if float(x).is_integer() else round(float(x), 3) for x in values.flatten().tolist()]
+    if len(v) <= 12:
+        return str(v)
+    return f"[{', '.join(map(str, v[:4]))}, ..., {', '.join(map(str, v[-2:]))}] ({len(v)} timesteps)"
+
+
 class Scheduler:
     """What all five samplers share: the config, the beta schedule, timestep bookkeeping, errors."""
 
@@ -97,6 +138,9 @@ class Scheduler:
     prediction_types: ClassVar[tuple[str, ...]] = PREDICTION_TYPES
     diffusers_name: ClassVar[str]  # the diffusers class this one matches step for step
     order: ClassVar[int] = 1  # model calls per step (diffusers pipelines read it)
+    # as in diffusers: DDPM and Euler (ancestral) start on the full training schedule (T-1, ..., 0) and step
+    # without set_timesteps; DDIM and DPM-Solver++ need set_timesteps first (diffusers' raise or misread sigmas)
+    needs_set_timesteps: ClassVar[bool] = True
 
     def __init__(self, **config: Any) -> None:
         unknown = sorted(set(config) - set(self.defaults))
@@ -104,11 +148,8 @@ class Scheduler:
             raise TypeError(f"{type(self).__name__} got unknown config keys {unknown}; "
                             f"allowed: {sorted(self.defaults)} (from_config ignores unknown keys)")
         self._internal_dict = Config({**self.defaults, **config})  # diffusers pipelines may replace it
+        self._check_config()
         c = self.config
-        if c.prediction_type not in self.prediction_types:
-            raise ValueError(f"prediction_type must be one of {self.prediction_types}, got {c.prediction_type!r}")
-        if c.timestep_spacing not in TIMESTEP_SPACINGS:
-            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {c.timestep_spacing!r}")
         for key, allowed in self.only.items():
             if c[key] not in allowed:
                 raise ValueError(f"{key} must be one of {allowed} in sdlearn's {type(self).__name__}, got "
@@ -119,6 +160,39 @@ class Scheduler:
         self.timesteps = torch.arange(c.num_train_timesteps - 1, -1, -1)  # replaced by set_timesteps
         self._step_index: int | None = None
         self._begin_index: int | None = None
+
+    def _check_config(self) -> None:
+        """Refuse settings that would give a wrong or NaN schedule, naming the key and what is allowed."""
+        c = self.config
+        T = as_int("num_train_timesteps", c.num_train_timesteps, minimum=1)
+        if c.trained_betas is not None:
+            betas = np.asarray(c.trained_betas, dtype=np.float64)
+            if betas.shape != (T,) or not ((betas > 0) & (betas < 1)).all():
+                raise ValueError(f"trained_betas must be num_train_timesteps={T} numbers in (0, 1), "
+                                 f"got shape {betas.shape}")
+        elif c.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {c.beta_schedule!r}")
+        elif c.beta_schedule != "squaredcos_cap_v2":  # the cosine schedule ignores beta_start/beta_end
+            start, end = _as_real("beta_start", c.beta_start), _as_real("beta_end", c.beta_end)
+            if not 0 < start < end < 1:
+                raise ValueError(f"beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, "
+                                 f"got beta_start={start}, beta_end={end}")
+        if c.prediction_type not in self.prediction_types:
+            raise ValueError(f"prediction_type must be one of {self.prediction_types}, got {c.prediction_type!r}")
+        if c.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {c.timestep_spacing!r}")
+        as_int("steps_offset", c.steps_offset, minimum=0)
+        for key in BOOL_KEYS:
+            if key in c and not isinstance(c[key], (bool, np.bool_)):
+                raise TypeError(f"{key} must be True or False, got {type(c[key]).__name__} {c[key]!r}")
+        for key in ("clip_sample_range", "sample_max_value", "sigma_min", "sigma_max"):
+            if c.get(key) is not None and _as_real(key, c[key]) <= 0:
+                raise ValueError(f"{key} must be > 0, got {c[key]}")
+        if "dynamic_thresholding_ratio" in c and not 0 < _as_real("dynamic_thresholding_ratio",
+                                                                  c.dynamic_thresholding_ratio) <= 1:
+            raise ValueError(f"dynamic_thresholding_ratio must be in (0, 1], got {c.dynamic_thresholding_ratio}")
+        if c.get("sigma_min") is not None and c.get("sigma_max") is not None and c.sigma_min >= c.sigma_max:
+            raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={c.sigma_min}, sigma_max={c.sigma_max}")
 
     # --- config -----------------------------------------------------------------------------------
     @property
@@ -148,18 +222,49 @@ class Scheduler:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     # --- timesteps --------------------------------------------------------------------------------
-    def _check_num_inference_steps(self, num_inference_steps: int) -> None:
+    def _check_num_inference_steps(self, num_inference_steps: int) -> int:
+        """``num_inference_steps`` as an int in [1, num_train_timesteps] (numpy ints accepted)."""
         T = self.config.num_train_timesteps
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
-            raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
-        if not 1 <= num_inference_steps <= T:
-            raise ValueError(f"num_inference_steps must be between 1 and num_train_timesteps={T}, "
-                             f"got {num_inference_steps}")
+        n = as_int("num_inference_steps", num_inference_steps)
+        if not 1 <= n <= T:
+            raise ValueError(f"num_inference_steps must be between 1 and num_train_timesteps={T}, got {n}")
+        return n
 
-    def _check_ready(self) -> None:
-        if self.num_inference_steps is None:
-            raise ValueError(f"{type(self).__name__}.step() called before set_timesteps(num_inference_steps): "
+    def _check_ready(self, method: str = "step") -> None:
+        if self.needs_set_timesteps and self.num_inference_steps is None:
+            raise ValueError(f"{type(self).__name__}.{method}() called before set_timesteps(num_inference_steps): "
                              "call scheduler.set_timesteps(n) first")
+
+    def _check_step_inputs(self, model_output: torch.Tensor, timestep: float | torch.Tensor,
+                           sample: torch.Tensor) -> None:
+        """What every ``step`` checks first: set_timesteps was called (where needed), tensors of one
+        shape, and a timestep of the current schedule."""
+        self._check_ready()
+        for name, value in (("model_output", model_output), ("sample", sample)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output and sample must have the same shape, got {tuple(model_output.shape)} "
+                             f"and {tuple(sample.shape)}")
+        self.index_for_timestep(timestep)
+
+    def _check_add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
+                         timesteps: torch.Tensor | int) -> torch.Tensor:
+        """Tensors of one shape and one timestep (or one per batch element); returns timesteps as (B,) or (1,)."""
+        for name, value in (("original_samples", original_samples), ("noise", noise)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if noise.shape != original_samples.shape:
+            raise ValueError(f"noise and original_samples must have the same shape, got {tuple(noise.shape)} "
+                             f"and {tuple(original_samples.shape)}")
+        if not isinstance(timesteps, (torch.Tensor, numbers.Real)) or isinstance(timesteps, bool):
+            raise TypeError(f"timesteps must be a tensor or a number, got {type(timesteps).__name__}")
+        t = torch.as_tensor(timesteps).flatten()
+        B = original_samples.shape[0]
+        if torch.as_tensor(timesteps).ndim > 1 or t.numel() not in (1, B):
+            raise ValueError(f"timesteps must be one timestep or one per sample (B={B},), "
+                             f"got shape {tuple(torch.as_tensor(timesteps).shape)}")
+        return t
 
     @property
     def step_index(self) -> int | None:
@@ -178,10 +283,14 @@ class Scheduler:
         """Where ``timestep`` is in the schedule. A timestep listed twice (Karras sigmas, rounded) starts
         at its second place, as diffusers does, so that image-to-image does not skip a step."""
         schedule = self.timesteps if schedule_timesteps is None else schedule_timesteps
-        matches = (schedule == torch.as_tensor(timestep, device=schedule.device)).nonzero()
+        if isinstance(timestep, torch.Tensor) and timestep.numel() != 1:
+            raise ValueError(f"timestep must be a single timestep, got a tensor of shape {tuple(timestep.shape)}")
+        if not isinstance(timestep, (torch.Tensor, numbers.Real)) or isinstance(timestep, bool):
+            raise TypeError(f"timestep must be a number or a 1-element tensor, got {type(timestep).__name__}")
+        matches = (schedule == torch.as_tensor(timestep, device=schedule.device).reshape(())).nonzero()
         if len(matches) == 0:
             raise ValueError(f"timestep {float(timestep)} is not one of this scheduler's timesteps "
-                             f"{schedule.tolist()}")
+                             f"{_short(schedule)}")
         return matches[1 if len(matches) > 1 else 0].item()
 
     def _init_step_index(self, timestep: float | torch.Tensor) -> None:
@@ -226,7 +335,7 @@ class _AlphaBarScheduler(Scheduler):
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Visit ``num_inference_steps`` integer timesteps chosen by ``config.timestep_spacing``."""
-        self._check_num_inference_steps(num_inference_steps)
+        num_inference_steps = self._check_num_inference_steps(num_inference_steps)
         c = self.config
         t = spaced_timesteps(c.timestep_spacing, num_inference_steps, c.num_train_timesteps, c.steps_offset)
         self.num_inference_steps = num_inference_steps
@@ -234,6 +343,10 @@ class _AlphaBarScheduler(Scheduler):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Forward-noise x_0 to x_t in one jump (Ho et al. Eq. 4); ``timesteps`` is (B,) integer."""
+        t = self._check_add_noise(original_samples, noise, timesteps)
+        T = self.config.num_train_timesteps
+        if (t.is_floating_point() and not torch.equal(t, t.round())) or not ((t >= 0) & (t < T)).all():
+            raise ValueError(f"timesteps must be integers in [0, num_train_timesteps={T}), got {_short(t)}")
         return q_sample(original_samples, timesteps, noise, self.alphas_cumprod)
 
     def _alpha_bar_at(self, t: int) -> torch.Tensor:
@@ -264,16 +377,17 @@ class DDPM(_AlphaBarScheduler):
                     thresholding=False, dynamic_thresholding_ratio=0.995, clip_sample_range=1.0,
                     sample_max_value=1.0, timestep_spacing="leading", steps_offset=0, rescale_betas_zero_snr=False)
     only = {**_AlphaBarScheduler.only, "variance_type": ("fixed_small", "fixed_large")}
+    needs_set_timesteps = False  # until then: all T training steps, t -> t - 1 (diffusers' DDPMScheduler too)
 
     def _previous_timestep(self, t: int) -> int:
-        """The next timestep in the schedule (-1 after the last one)."""
+        """The next timestep in the schedule (-1 after the last one; t - 1 before set_timesteps)."""
         i = self.index_for_timestep(t)
         return int(self.timesteps[i + 1]) if i + 1 < len(self.timesteps) else -1
 
     def step(self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor,
              generator: torch.Generator | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
         """x_t -> x_s: the posterior mean plus fresh noise (none on the last step)."""
-        self._check_ready()
+        self._check_step_inputs(model_output, timestep, sample)
         t = int(timestep)
         s = self._previous_timestep(t)
         ab_t, ab_s = self.alphas_cumprod[t], self._alpha_bar_at(s)
@@ -320,8 +434,8 @@ class DDIM(_AlphaBarScheduler):
              use_clipped_model_output: bool = False, generator: torch.Generator | None = None,
              variance_noise: torch.Tensor | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
         """x_t -> x_s along Eq. 12; with eta > 0, noise from ``generator`` (or ``variance_noise``)."""
-        self._check_ready()
-        if eta < 0:
+        self._check_step_inputs(model_output, timestep, sample)
+        if _as_real("eta", eta) < 0:
             raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
         t = int(timestep)
         s = t - self.config.num_train_timesteps // self.num_inference_steps
@@ -365,16 +479,18 @@ class _SigmaScheduler(Scheduler):
         hi = self.config.get("sigma_max") or float(sigmas[0])
         return karras_sigmas(lo, hi, n)
 
-    def _sigma_for(self, timesteps: torch.Tensor) -> torch.Tensor:
+    def _sigma_for(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """sigma at each of the (B,) ``timesteps`` of the current schedule (img2img: at begin_index)."""
+        self._check_ready("add_noise")
+        timesteps = self._check_add_noise(original_samples, noise, timesteps)
         if self._begin_index is None:
             idx = [self.index_for_timestep(t) for t in timesteps.flatten()]
         else:
             idx = [self._step_index if self._step_index is not None else self._begin_index] * timesteps.numel()
         return self.sigmas[idx]
 
-    def _check_index(self, timestep: float | torch.Tensor) -> int:
-        self._check_ready()
+    def _check_index(self, model_output: torch.Tensor, timestep: float | torch.Tensor, sample: torch.Tensor) -> int:
+        self._check_step_inputs(model_output, timestep, sample)
         if self._step_index is None:
             self._init_step_index(timestep)
         return self._step_index
@@ -396,6 +512,7 @@ class Euler(_SigmaScheduler):
                     rescale_betas_zero_snr=False, final_sigmas_type="zero")
     only = {**_SigmaScheduler.only, "interpolation_type": ("linear",), "use_exponential_sigmas": (False,),
             "use_beta_sigmas": (False,), "timestep_type": ("discrete",), "final_sigmas_type": ("zero", "sigma_min")}
+    needs_set_timesteps = False  # until then: all T training sigmas, as diffusers' Euler schedulers
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -405,7 +522,7 @@ class Euler(_SigmaScheduler):
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Pick the timesteps (``timestep_spacing``), read sigma at each, optionally respace them as
         Karras et al. (Eq. 5), and append the final sigma."""
-        self._check_num_inference_steps(num_inference_steps)
+        num_inference_steps = self._check_num_inference_steps(num_inference_steps)
         c = self.config
         t = spaced_timesteps(c.timestep_spacing, num_inference_steps, c.num_train_timesteps, c.steps_offset)
         t = t.astype(np.float32)
@@ -445,7 +562,9 @@ class Euler(_SigmaScheduler):
              generator: torch.Generator | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
         """One Euler step from sigma_i to sigma_{i+1}; with s_churn > 0, first raise the noise to
         sigma_hat = sigma (1 + gamma) (Karras et al. Algorithm 2, lines 5-7)."""
-        i = self._check_index(timestep)
+        if _as_real("s_churn", s_churn) < 0:
+            raise ValueError(f"s_churn must be >= 0 (0: no extra noise), got {s_churn}")
+        i = self._check_index(model_output, timestep, sample)
         sample = sample.float()
         sigma = self.sigmas[i]
         gamma = min(s_churn / (len(self.sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
@@ -462,7 +581,7 @@ class Euler(_SigmaScheduler):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_0 + sigma eps at the schedule's ``timesteps`` (VE space: no sqrt(alpha_bar) factor)."""
-        sigma = self._sigma_for(timesteps).to(original_samples)  # (B,)
+        sigma = self._sigma_for(original_samples, noise, timesteps).to(original_samples)  # (B,)
         return original_samples + noise * sigma.reshape(-1, *([1] * (original_samples.ndim - 1)))
 
 
@@ -483,7 +602,7 @@ class EulerAncestral(Euler):
     def step(self, model_output: torch.Tensor, timestep: float | torch.Tensor, sample: torch.Tensor,
              generator: torch.Generator | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
         """Euler down to sigma_down, then noise up by sigma_up (noise is drawn on the last step too)."""
-        i = self._check_index(timestep)
+        i = self._check_index(model_output, timestep, sample)
         sample = sample.float()
         sigma, sigma_to = self.sigmas[i], self.sigmas[i + 1]
         x0 = self._x0(model_output, sample, sigma)
@@ -533,7 +652,7 @@ class DPMSolverPP(_SigmaScheduler):
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Timesteps by ``timestep_spacing`` (linspace/leading split [0, T) into n+1 points and drop t=0,
         since the last step goes to sigma=0), or Karras sigmas mapped back to rounded timesteps."""
-        self._check_num_inference_steps(num_inference_steps)
+        num_inference_steps = self._check_num_inference_steps(num_inference_steps)
         c, n, T = self.config, num_inference_steps, self.config.num_train_timesteps
         if c.timestep_spacing == "trailing":
             t = spaced_timesteps("trailing", n, T)
@@ -569,7 +688,7 @@ class DPMSolverPP(_SigmaScheduler):
              generator: torch.Generator | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
         """First order on the first step (no history) and on the final step (to sigma = 0, or when
         lower_order_final with < 15 steps); second order (2M) in between."""
-        i = self._check_index(timestep)
+        i = self._check_index(model_output, timestep, sample)
         n = len(self.timesteps)
         c = self.config
         alpha_s, sigma_s = self._alpha_sigma(self.sigmas[i])
@@ -601,7 +720,7 @@ class DPMSolverPP(_SigmaScheduler):
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """alpha_t x_0 + sigma_t eps at the schedule's ``timesteps`` (the VP form of Eq. 4)."""
-        alpha_t, sigma_t = self._alpha_sigma(self._sigma_for(timesteps).to(original_samples))
+        alpha_t, sigma_t = self._alpha_sigma(self._sigma_for(original_samples, noise, timesteps).to(original_samples))
         shape = (-1, *([1] * (original_samples.ndim - 1)))
         return alpha_t.reshape(shape) * original_samples + sigma_t.reshape(shape) * noise
 
