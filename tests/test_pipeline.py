@@ -188,3 +188,11 @@ def test_diffusers_runs_the_bundled_model_and_agrees():
     got = ours.text_to_image("a small red circle in the top left", latents=z.clone(), output_type="np", **kw)
     assert got.shape == ref.shape == (1, 64, 64, 3)
     np.testing.assert_allclose(got, ref, atol=ATOL)
+    # 72x40 pixels: latents 9x5, sides the UNet's two downsamplings don't divide. diffusers forwards
+    # each skip's size to its upsampler; so does sdlearn, and the pipeline asks only for multiples of 8.
+    z = latents((1, 4, 9, 5))
+    kw |= dict(height=72, width=40)
+    ref = theirs("a large blue star", latents=z.clone(), output_type="np", **kw).images
+    got = ours.text_to_image("a large blue star", latents=z.clone(), output_type="np", **kw)
+    assert got.shape == ref.shape == (1, 72, 40, 3)
+    np.testing.assert_allclose(got, ref, atol=ATOL)
