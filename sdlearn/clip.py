@@ -136,29 +136,31 @@ class CLIPTextEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "CLIPTextEncoder":
-        """From a transformers ``CLIPTextConfig`` dict (a text_encoder/config.json); unknown keys ignored."""
-        if not isinstance(config, dict):
-            raise TypeError(f"config must be a dict (a CLIPTextConfig as in config.json), got {type(config).__name__}")
+        """From a transformers ``CLIPTextConfig`` dict (a text_encoder/config.json); unknown keys ignored.
+        A value of the wrong type or range is refused here, with its key's name."""
+        from sdlearn import weights
+
+        positive = "positive int"
+        weights.check_config(config, DEFAULTS, "CLIPTextEncoder", {
+            "vocab_size": positive, "hidden_size": positive, "intermediate_size": positive,
+            "num_hidden_layers": positive, "num_attention_heads": positive, "max_position_embeddings": positive,
+            "projection_dim": positive, "layer_norm_eps": "positive number", "bos_token_id": "int",
+            "eos_token_id": "int", "pad_token_id": "int",
+        }, multiples=(("num_attention_heads", "hidden_size"),))
         return cls(**config)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> "CLIPTextEncoder":
-        """Load a transformers-layout folder: config.json + model.safetensors (weights cast to ``dtype``)."""
-        from safetensors.torch import load_file
+    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None, *,
+                        subfolder: str | None = None) -> "CLIPTextEncoder":
+        """Load a transformers-layout folder, config.json + model.safetensors (``folder/subfolder`` if
+        given), with ``sdlearn.weights.load_pretrained``; weights come in as ``dtype`` (None: float32)."""
+        from sdlearn import weights
 
-        folder = Path(folder)
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise ValueError(f"{folder} has no model.safetensors (sdlearn loads safetensors, not pickles)")
-        with torch.device("meta"):
-            model = cls.from_config(json.loads((folder / "config.json").read_text()))
-        state = {k: v.to(dtype) for k, v in load_file(weights).items()}
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
+        return weights.load_pretrained(cls, folder, dtype, subfolder=subfolder)
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write config.json + model.safetensors that transformers' ``CLIPTextModel.from_pretrained`` loads."""
-        from safetensors.torch import save_file
+        from sdlearn.weights import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -270,7 +272,7 @@ class TinyCLIP(nn.Module):
     def save(self, text_encoder_dir: str | Path, clip_dir: str | Path = TINY_CLIP_DIR, info: dict | None = None) -> None:
         """Text tower in transformers layout (float16 storage); image tower, projection, temperature as
         safetensors; ``info`` (how it was trained) goes into clip_dir/config.json."""
-        from safetensors.torch import save_file
+        from sdlearn.weights import save_file
 
         self.text_encoder.save_pretrained(text_encoder_dir, dtype=torch.float16)
         clip_dir = Path(clip_dir)

@@ -181,7 +181,7 @@ class Transformer2D(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 3x3 conv: (B, C, H, W) -> (B, C, H/2, W/2)."""
+    """Stride-2 3x3 conv with padding 1: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)); any side works."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -192,14 +192,17 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour 2x then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
+    """Nearest-neighbour 2x then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W), or to ``size`` (the skip's
+    side, which is 2H - 1 where the down path halved an odd side: ceil(n / 2) * 2 = n + 1)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if size is None:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
 
 
 class DownBlock(nn.Module):
@@ -274,15 +277,16 @@ class UpBlock(nn.Module):
         self.resnets = resnets
         self.upsamplers = nn.ModuleList([Upsample(out_ch)]) if upsample else None
 
-    def forward(self, x: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, context: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, context: torch.Tensor,
+                upsample_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Pop one skip per resnet; upsample to ``upsample_size`` if given (else 2x)."""
         for i, resnet in enumerate(self.resnets):
             x = torch.cat([x, skips.pop()], dim=1)                  # (B, C, H, W) ++ (B, C_skip, H, W)
             x = resnet(x, emb)
             if self.attentions is not None:
                 x = self.attentions[i](x, context)
         if self.upsamplers is not None:
-            x = self.upsamplers[0](x)                                # (B, C, H, W) -> (B, C, 2H, 2W)
+            x = self.upsamplers[0](x, upsample_size)                 # (B, C, H, W) -> (B, C, 2H, 2W) or the skip's size
         return x
 
 
@@ -343,44 +347,41 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "UNet":
-        """Random-weight UNet from a diffusers UNet2DConditionModel config dict (unknown keys ignored)."""
+        """Random-weight UNet from a diffusers UNet2DConditionModel config dict (unknown keys ignored).
+        A value of the wrong type or range is refused here, with its key's name."""
+        from sdlearn import weights
+
+        per_block, positive = "positive int or a list of them", "positive int"
+        cfg = weights.check_config(config, DEFAULT_CONFIG, "UNet", {
+            "in_channels": positive, "out_channels": positive, "norm_num_groups": positive,
+            "cross_attention_dim": positive, "conv_in_kernel": positive, "conv_out_kernel": positive,
+            "block_out_channels": "non-empty list of positive ints", "sample_size": per_block,
+            "layers_per_block": per_block, "attention_head_dim": per_block, "num_attention_heads": per_block,
+            "transformer_layers_per_block": per_block, "norm_eps": "positive number", "freq_shift": "number",
+            "mid_block_scale_factor": "number", "dropout": "number", "flip_sin_to_cos": "bool",
+            "center_input_sample": "bool", "use_linear_projection": "bool", "upcast_attention": "bool",
+        }, multiples=(("norm_num_groups", "block_out_channels"),))
+        heads = "num_attention_heads" if cfg["num_attention_heads"] else "attention_head_dim"  # see __init__
+        weights.check_multiple(cfg, heads, "block_out_channels", "UNet")
         return cls(dict(config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, subfolder: str | None = None,
-                        torch_dtype: torch.dtype = torch.float32, variant: str | None = None) -> "UNet":
-        """Load ``config.json`` + ``diffusion_pytorch_model[.variant].safetensors`` from a diffusers folder.
+    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None, *,
+                        subfolder: str | None = None) -> "UNet":
+        """Load ``config.json`` + ``diffusion_pytorch_model.safetensors`` from a diffusers folder
+        (``folder/subfolder`` if given), with ``sdlearn.weights.load_pretrained``: keys and shapes are
+        checked on the meta device before any weight is read. Weights come in as ``dtype`` (None:
+        float32, as in diffusers, whatever the file stores)."""
+        from sdlearn import weights
 
-        Weights come in as ``torch_dtype`` (default float32, as in diffusers, whatever the file stores).
-        """
-        from safetensors.torch import load_file
-
-        folder = Path(path) / subfolder if subfolder else Path(path)
-        config_file = folder / "config.json"
-        weights = folder / ("diffusion_pytorch_model" + (f".{variant}" if variant else "") + ".safetensors")
-        if not config_file.is_file():
-            raise ValueError(f"path: no config.json in {folder}")
-        if not weights.is_file():
-            raise ValueError(f"path: no {weights.name} in {folder} (found {sorted(p.name for p in folder.iterdir())}); "
-                             "sdlearn.unet reads safetensors only")
-        with torch.device("meta"):
-            model = cls.from_config(json.loads(config_file.read_text()))
-        state = {k: v.to(torch_dtype) for k, v in load_file(str(weights)).items()}
-        model.load_weights(state)
-        return model.eval()
+        return weights.load_pretrained(cls, folder, dtype, subfolder=subfolder)
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Take a diffusers state dict as this model's parameters (no copy), or raise a ValueError saying
         which keys are missing, unexpected or of the wrong shape."""
-        own = {k: v.shape for k, v in self.state_dict().items()}
-        missing = sorted(own.keys() - state.keys())
-        unexpected = sorted(state.keys() - own.keys())
-        wrong = [f"{k}: {tuple(state[k].shape)} (expected {tuple(own[k])})" for k in own.keys() & state.keys()
-                 if state[k].shape != own[k]]
-        if missing or unexpected or wrong:
-            raise ValueError(f"state dict does not fit this UNet config: missing keys {missing[:5]} "
-                             f"({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), "
-                             f"wrong shapes {sorted(wrong)[:5]} ({len(wrong)})")
+        from sdlearn import weights
+
+        weights.require_fit(self, state, "state dict")
         self.load_state_dict(state, strict=True, assign=True)
 
     @property
@@ -407,10 +408,8 @@ class UNet(nn.Module):
         B, C, H, W = x.shape
         if C != cfg["in_channels"]:
             raise ValueError(f"x has {C} channels; this UNet expects in_channels={cfg['in_channels']}")
-        factor = 2 ** (len(cfg["block_out_channels"]) - 1)
-        if H % factor or W % factor:
-            raise ValueError(f"x height and width must be multiples of {factor} (the UNet downsamples "
-                             f"{len(cfg['block_out_channels']) - 1} times), got {H}x{W}")
+        if H < 1 or W < 1:
+            raise ValueError(f"x height and width must be at least 1, got {H}x{W}")
         if context is None:
             raise ValueError("context (the text embeddings, (B, T, cross_attention_dim)) is required")
         if context.ndim != 3 or context.shape[-1] != cfg["cross_attention_dim"] or context.shape[0] != B:
@@ -441,6 +440,14 @@ class UNet(nn.Module):
             h, block_skips = block(h, emb, context)            # resolution halves after every block but the last
             skips.extend(block_skips)
         h = self.mid_block(h, emb, context)
+        # As diffusers: if a side is not a multiple of 2^(downsamplings), some level halved an odd side
+        # (n -> ceil(n/2)), and doubling back would overshoot the skip by one; then every upsampler is told
+        # the size of the skip it feeds (upsample_size), else it simply doubles.
+        factor = 2 ** sum(b.upsamplers is not None for b in self.up_blocks)
+        forward_size = any(side % factor for side in x.shape[-2:])
         for block in self.up_blocks:
-            h = block(h, skips, emb, context)                  # consumes len(block.resnets) skips, last first
+            size = None
+            if forward_size and block.upsamplers is not None:  # the skip the next block pops first
+                size = tuple(skips[-1 - len(block.resnets)].shape[-2:])
+            h = block(h, skips, emb, context, size)            # consumes len(block.resnets) skips, last first
         return self.conv_out(F.silu(self.conv_norm_out(h)))   # (B, c0, H, W) -> (B, out_channels, H, W)

@@ -295,63 +295,47 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "VAE":
-        """A randomly initialised VAE from a diffusers AutoencoderKL config (unknown keys ignored)."""
-        if not isinstance(config, dict):
-            raise TypeError(f"config must be a dict (AutoencoderKL config.json content); got {type(config).__name__}")
+        """A randomly initialised VAE from a diffusers AutoencoderKL config (unknown keys ignored).
+        A value of the wrong type or range is refused here, with its key's name."""
+        from sdlearn import weights
+
+        positive = "positive int"
+        weights.check_config(config, DEFAULT_CONFIG, "VAE", {
+            "in_channels": positive, "out_channels": positive, "latent_channels": positive,
+            "norm_num_groups": positive, "layers_per_block": positive,
+            "block_out_channels": "non-empty list of positive ints", "sample_size": "positive int or a list of them",
+            "scaling_factor": "positive number", "shift_factor": "number", "force_upcast": "bool",
+            "use_quant_conv": "bool", "use_post_quant_conv": "bool", "mid_block_add_attention": "bool",
+        }, multiples=(("norm_num_groups", "block_out_channels"),))
         return cls(**config)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "VAE":
-        """Load ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors``
-        (diffusers' layout; also accepts a pipeline folder containing ``vae/``)."""
-        from safetensors.torch import load_file
+    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype | None = None, *,
+                        subfolder: str | None = None) -> "VAE":
+        """Load ``config.json`` and ``diffusion_pytorch_model.safetensors`` from a diffusers folder
+        (``folder/subfolder`` if given, e.g. ``subfolder="vae"`` of a pipeline folder) with
+        ``sdlearn.weights.load_pretrained``; weights come in as ``dtype`` (None: float32)."""
+        from sdlearn import weights
 
-        folder = Path(folder)
-        if not (folder / "config.json").exists() and (folder / "vae" / "config.json").exists():
-            folder = folder / "vae"
-        config_path, weights_path = folder / "config.json", folder / "diffusion_pytorch_model.safetensors"
-        for p in (config_path, weights_path):
-            if not p.exists():
-                raise ValueError(f"folder must hold config.json and diffusion_pytorch_model.safetensors; "
-                                 f"{p} is missing")
-        vae = cls.from_config(json.loads(config_path.read_text()))
-        vae.load_state_dict(load_file(str(weights_path)))
-        return vae.to(device=device, dtype=dtype).eval()
+        return weights.load_pretrained(cls, folder, dtype, subfolder=subfolder)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` in diffusers' layout."""
-        from safetensors.torch import save_file
+        from sdlearn import weights
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.42.1", **self.config}
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
+        state = {k: v.detach().float() for k, v in self.state_dict().items()}
+        weights.save_file(state, folder / "diffusion_pytorch_model.safetensors")
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``, but a checkpoint that doesn't fit this config raises a
-        ValueError naming the missing/unexpected keys and the expected shapes."""
-        own = self.state_dict()
-        problems = []
-        if strict:
-            missing = sorted(set(own) - set(state_dict))
-            unexpected = sorted(set(state_dict) - set(own))
-            if missing:
-                problems.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)})")
-            if unexpected:
-                problems.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} "
-                                f"({len(unexpected)})")
-        shapes = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(v.shape)}"
-                  for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-        if shapes:
-            problems.append("shape mismatches " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
-        if problems:
-            raise ValueError("state_dict does not fit this VAE config "
-                             f"(block_out_channels={self.config['block_out_channels']}, "
-                             f"latent_channels={self.config['latent_channels']}, "
-                             f"layers_per_block={self.config['layers_per_block']}): " + "; ".join(problems))
+        ValueError listing the missing, unexpected and wrong-shaped keys (``sdlearn.weights.require_fit``)."""
+        from sdlearn import weights
+
+        weights.require_fit(self, state_dict, "state_dict", strict=strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property

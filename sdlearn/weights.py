@@ -11,9 +11,16 @@ Stable Diffusion's weights come in two layouts holding the same numbers under di
   ``UNet2DConditionModel``, ``AutoencoderKL`` and transformers' ``CLIPTextModel`` -- the keys of
   sdlearn's ``UNet``, ``VAE`` and ``CLIPTextEncoder`` too.
 
-The key conversion between them is a *table*: a list of ``(ours, original)`` prefix pairs built from
-the model config, plus a few renames inside a block. The same table read right-to-left converts back,
-so round trips are exact. Two places need more than a rename:
+One loader reads both (``load_pretrained`` for a folder, ``pipeline_from_single_file`` for a file),
+in the order of nanoGPT's ``GPT.from_pretrained``: build the model from its config on the *meta*
+device (shapes, no memory), check every key and shape of the file against it -- a safetensors file's
+header says them without reading a byte of weights -- and only then read the weights and make them
+the model's parameters (``load_state_dict(assign=True)``). A file that does not fit is refused in
+milliseconds, naming the file and listing the missing, unexpected and wrong-shaped keys.
+
+The key conversion between the layouts is a *table*: a list of ``(ours, original)`` prefix pairs built
+from the model config, plus a few renames inside a block. The same table read right-to-left converts
+back, so round trips are exact. Two places need more than a rename:
 
 * the VAE's mid-block attention uses 1x1 convolutions in the original, ``(C, C, 1, 1)``, and Linear
   layers in diffusers, ``(C, C)``;
@@ -23,27 +30,33 @@ so round trips are exact. Two places need more than a rename:
 Safety: a pickle (``.ckpt``, ``.bin``, ``.pt``, ``.pth``) can run arbitrary code when unpickled.
 ``load_file`` refuses one unless the caller opts in with ``allow_pickle=True``, and even then reads it
 only through ``torch.load(weights_only=True)``, which rebuilds tensors and plain containers and
-refuses everything else. Loading into a module (``load_into``) checks every key and shape *before*
-touching the module, so a checkpoint that does not fit leaves it unchanged.
+refuses everything else. ``save_file`` writes safetensors only; it is sdlearn's one writer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, TypeVar
 
+import safetensors
 import safetensors.torch
 import torch
 
 from sdlearn import configs
 
 StateDict = dict[str, torch.Tensor]
+Module = TypeVar("Module", bound=torch.nn.Module)
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
+#: The weights file of a component folder: diffusers' name, then transformers' (first found is read).
+WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+PICKLE_WEIGHTS_NAMES = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
 
 # Where each part lives in an original single-file checkpoint.
 UNET_PREFIX = "model.diffusion_model."
@@ -69,36 +82,60 @@ SD_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 # ----------------------------------------------------------------------------- files
-def load_file(path: str | os.PathLike, allow_pickle: bool = False) -> StateDict:
-    """Read a state dict from ``path`` onto the CPU.
+# safetensors' dtype names (in a file's header) -> torch dtypes; anything else is read as float32 shapes.
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
 
-    ``.safetensors`` files are read with safetensors (no code can run). Pickle files (``.ckpt``,
-    ``.bin``, ``.pt``, ``.pth``) are refused with a ValueError unless ``allow_pickle=True``, and then
-    read only with ``torch.load(weights_only=True)``; a Lightning-style ``{"state_dict": ...}`` wrapper
-    is unwrapped and non-tensor entries are dropped.
+
+def load_file(path: str | os.PathLike, allow_pickle: bool = False, meta: bool = False) -> StateDict:
+    """Read a state dict from ``path`` onto the CPU (``meta=True``: only its keys and shapes).
+
+    ``.safetensors`` files are read with safetensors (no code can run); with ``meta=True`` only the
+    file's header is read and the tensors come back on the meta device (shapes and dtypes, no data).
+    Pickle files (``.ckpt``, ``.bin``, ``.pt``, ``.pth``) are refused with a ValueError unless
+    ``allow_pickle=True``, and then read only with ``torch.load(weights_only=True)`` (whole, even with
+    ``meta=True``: a pickle cannot be read in part); a Lightning-style ``{"state_dict": ...}`` wrapper
+    is unwrapped and non-tensor entries are dropped. A missing file is a FileNotFoundError; an empty,
+    corrupt or truncated one a ValueError naming it.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (got {type(path).__name__})")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES):
         raise ValueError(f"path must end in {SAFETENSORS_SUFFIX} or one of {', '.join(PICKLE_SUFFIXES)} "
                          f"(got {path.name!r})")
     if suffix in PICKLE_SUFFIXES and not allow_pickle:
-        raise ValueError(f"{path.name} is a pickle file, and unpickling can run arbitrary code. Prefer a "
+        raise ValueError(f"{path} is a pickle file, and unpickling can run arbitrary code. Prefer a "
                          ".safetensors file; if you trust this one, pass allow_pickle=True (it is then read "
                          "with torch.load(weights_only=True), which loads tensors only)")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if suffix == SAFETENSORS_SUFFIX:
-        return safetensors.torch.load_file(str(path), device="cpu")
+        try:
+            if not meta:
+                return safetensors.torch.load_file(str(path), device="cpu")
+            with safetensors.safe_open(str(path), framework="pt") as f:  # the header only
+                slices = {key: f.get_slice(key) for key in f.keys()}
+                return {key: torch.empty(s.get_shape(), device="meta",
+                                         dtype=_SAFETENSORS_DTYPES.get(s.get_dtype(), torch.float32))
+                        for key, s in slices.items()}
+        except safetensors.SafetensorError as err:
+            raise ValueError(f"{path} is not a readable safetensors file (empty, corrupt or truncated?): "
+                             f"{err}") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path.name} holds more than tensors and plain containers, so "
-                         f"torch.load(weights_only=True) refused it: {err}") from err
+        raise ValueError(f"{path} holds more than tensors and plain containers (or is no checkpoint at all), "
+                         f"so torch.load(weights_only=True) refused it: {err}") from err
+    except (EOFError, RuntimeError) as err:  # empty file, broken zip archive
+        raise ValueError(f"{path} is not a readable torch checkpoint (empty, corrupt or truncated?): "
+                         f"{type(err).__name__} {err}") from err
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path.name} does not hold a state dict (got {type(obj).__name__})")
+        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
@@ -134,6 +171,44 @@ def save_file(module_or_state_dict: torch.nn.Module | Mapping[str, torch.Tensor]
     return path
 
 
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``config.json`` (or any JSON config file) as a dict; a ValueError naming the file if it is not one."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (a config), got {type(config).__name__}")
+    return config
+
+
+def component_files(folder: str | os.PathLike, subfolder: str | None = None,
+                    allow_pickle: bool = False) -> tuple[Path, Path]:
+    """``(config.json, weights file)`` of a diffusers/transformers component folder (``unet/``, ``vae/``,
+    ``text_encoder/``), or a ValueError saying what the folder lacks. The weights file is the first of
+    ``WEIGHTS_NAMES`` present (``PICKLE_WEIGHTS_NAMES`` too with ``allow_pickle=True``)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a str or os.PathLike (got {type(folder).__name__})")
+    folder = Path(folder) / subfolder if subfolder else Path(folder)
+    names = list(WEIGHTS_NAMES) + (list(PICKLE_WEIGHTS_NAMES) if allow_pickle else [])
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: expected a component folder holding config.json "
+                         f"and one of {names}")
+    if not (folder / "config.json").is_file():
+        inner = sorted(p.parent.name for p in folder.glob("*/config.json"))
+        hint = f"; its sub-folders {inner} have one: pass subfolder={inner[0]!r}" if inner else ""
+        raise ValueError(f"no config.json in {folder}: a component folder holds config.json and one of "
+                         f"{names}{hint}")
+    for name in names:
+        if (folder / name).is_file():
+            return folder / "config.json", folder / name
+    pickles = sorted(p.name for p in folder.glob("*.bin"))
+    hint = f" (found {pickles}: pass allow_pickle=True to read them with torch.load(weights_only=True))" \
+        if pickles and not allow_pickle else ""
+    raise ValueError(f"no weights in {folder}: expected one of {names}{hint}")
+
+
 def load_folder(folder: str | os.PathLike, allow_pickle: bool = False) -> tuple[dict[str, Any], StateDict]:
     """Read one diffusers-format component folder (``unet/``, ``vae/``, ``text_encoder/``).
 
@@ -142,25 +217,91 @@ def load_folder(folder: str | os.PathLike, allow_pickle: bool = False) -> tuple[
     ``allow_pickle=True``). Text-encoder keys saved by older transformers with a ``text_model.``
     prefix are returned without it, as ``CLIPTextModel().state_dict()`` names them today.
     """
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"folder must be a diffusers component folder with a config.json: {folder}")
-    config = json.loads(config_path.read_text())
-    names = ["diffusion_pytorch_model.safetensors", "model.safetensors"]
-    if allow_pickle:
-        names += ["diffusion_pytorch_model.bin", "pytorch_model.bin"]
-    for name in names:
-        if (folder / name).is_file():
-            state_dict = load_file(folder / name, allow_pickle=allow_pickle)
-            return config, _strip_text_model_prefix(state_dict)
-    pickles = sorted(p.name for p in folder.glob("*.bin"))
-    hint = f" (found {pickles}: pass allow_pickle=True to read them with torch.load(weights_only=True))" \
-        if pickles and not allow_pickle else ""
-    raise ValueError(f"no weights in {folder}: expected one of {names}{hint}")
+    config_path, weights_path = component_files(folder, allow_pickle=allow_pickle)
+    return read_config(config_path), _strip_text_model_prefix(load_file(weights_path, allow_pickle))
 
 
-# ----------------------------------------------------------------------------- loading into a module
+# ----------------------------------------------------------------------------- checks
+def check_dtype(dtype: Any) -> torch.dtype | None:
+    """``dtype`` if it is None or a floating-point torch.dtype; else a TypeError/ValueError naming it."""
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float16, or None for float32 "
+                        f"(got {dtype!r})")
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype (torch.float32, torch.float16, torch.bfloat16), "
+                         f"got {dtype}")
+    return dtype
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _are_ints(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(map(_is_int, value))
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# The kinds of value a config key may hold: kind -> (is the type right?, is the value right?).
+CONFIG_KINDS = {
+    "int": (_is_int, lambda v: True),
+    "positive int": (_is_int, lambda v: v > 0),
+    "positive int or a list of them": (lambda v: _is_int(v) or _are_ints(v), lambda v: min(_as_list(v), default=0) > 0),
+    "non-empty list of positive ints": (_are_ints, lambda v: min(v, default=0) > 0),
+    "number": (_is_number, math.isfinite),
+    "positive number": (_is_number, lambda v: math.isfinite(v) and v > 0),
+    "bool": (lambda v: isinstance(v, bool), lambda v: True),
+}
+
+
+def check_config(config: Any, defaults: Mapping[str, Any], what: str, kinds: Mapping[str, str],
+                 multiples: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """Check a model config's values before the model is built; return it merged over ``defaults``.
+
+    ``kinds`` maps keys to a kind of ``CONFIG_KINDS`` ("positive int", "bool", ...): a value of the
+    wrong type is a TypeError, one out of range a ValueError, each naming ``what`` and the key. None
+    passes where ``defaults`` holds None (diffusers' "unset"). ``multiples``: pairs ``(a, b)`` where
+    every entry of ``config[b]`` must be a multiple of (the matching entry of) ``config[a]``
+    (``check_multiple``). Used by ``UNet``, ``VAE`` and ``CLIPTextEncoder.from_config``.
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict (a {what} config.json's content), got {type(config).__name__}")
+    cfg = {**defaults, **config}
+    for key, kind in kinds.items():
+        value = cfg.get(key)
+        if value is None and key in defaults and defaults[key] is None:
+            continue
+        type_ok, value_ok = CONFIG_KINDS[kind]
+        if not type_ok(value):
+            raise TypeError(f"{what} config[{key!r}] must be a {kind}, got {value!r} ({type(value).__name__})")
+        if not value_ok(value):
+            raise ValueError(f"{what} config[{key!r}] must be a {kind}, got {value!r}")
+    for a, b in multiples:
+        check_multiple(cfg, a, b, what)
+    return cfg
+
+
+def check_multiple(cfg: Mapping[str, Any], a: str, b: str, what: str) -> None:
+    """Every entry of ``cfg[b]`` (channel counts) must be a multiple of ``cfg[a]`` (groups, heads), an
+    int or a list with one entry per entry of ``cfg[b]``; else a ValueError naming both keys."""
+    divisors, values = _as_list(cfg[a]), _as_list(cfg[b])
+    if len(divisors) == 1:
+        divisors = divisors * len(values)
+    if len(divisors) != len(values):
+        raise ValueError(f"{what} config[{a!r}] must be an int or a list with one entry per {b} "
+                         f"({len(values)}), got {cfg[a]!r}")
+    if any(v % d for d, v in zip(divisors, values)):
+        raise ValueError(f"{what} config: every entry of {b}={list(values)} must be a multiple of "
+                         f"{a}={cfg[a]!r}")
+
+
 @dataclass
 class KeyReport:
     """How a state dict fits a module: keys it lacks, keys it has extra, and keys whose shapes differ."""
@@ -179,13 +320,13 @@ class KeyReport:
             more = [f"    ... and {len(items) - limit} more"] if len(items) > limit else []
             return [f"  {title} ({len(items)}):"] + [f"    {item}" for item in items[:limit]] + more
         lines = listing("missing keys", self.missing) + listing("unexpected keys", self.unexpected) + listing(
-            "mis-shaped keys (checkpoint vs module)",
-            [f"{k}: {tuple(got)} vs {tuple(want)}" for k, got, want in self.mismatched])
+            "wrong shapes", [f"{k}: got {tuple(got)}, expected {tuple(want)}" for k, got, want in self.mismatched])
         return "\n".join(lines) if lines else "all keys and shapes fit"
 
 
 def check_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
-    """Compare ``state_dict`` with ``module.state_dict()`` key by key and shape by shape."""
+    """Compare ``state_dict`` with ``module.state_dict()`` key by key and shape by shape (either may
+    live on the meta device: only shapes are read)."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module (got {type(module).__name__})")
     if not isinstance(state_dict, Mapping):
@@ -201,20 +342,84 @@ def check_state_dict(module: torch.nn.Module, state_dict: Mapping[str, torch.Ten
     return report
 
 
+def require_fit(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike,
+                strict: bool = True) -> KeyReport:
+    """``check_state_dict``, raising a ValueError that names ``source`` (the file) and lists every
+    missing, unexpected and wrong-shaped key when the state dict does not fit. ``strict=False``
+    tolerates missing and unexpected keys, never wrong shapes."""
+    report = check_state_dict(module, state_dict)
+    if report.mismatched or (strict and not report.fits):
+        raise ValueError(f"{source} does not fit {type(module).__name__}:\n{report}")
+    return report
+
+
 def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> KeyReport:
     """Copy ``state_dict`` into ``module`` after checking that it fits; return the ``KeyReport``.
 
-    All keys and shapes are checked first: a ValueError listing the missing, unexpected and
-    mis-shaped keys is raised before any parameter changes, so nothing is ever half-loaded.
-    ``strict=False`` tolerates missing and unexpected keys (never wrong shapes). Values are cast to
-    each parameter's dtype and device.
+    All keys and shapes are checked first (``require_fit``), so nothing is ever half-loaded. Values
+    are cast to each parameter's dtype and device.
     """
-    report = check_state_dict(module, state_dict)
-    if report.mismatched or (strict and not report.fits):
-        raise ValueError(f"state_dict does not fit {type(module).__name__}:\n{report}")
+    report = require_fit(module, state_dict, "state_dict", strict=strict)
     with torch.no_grad():
         module.load_state_dict(dict(state_dict), strict=strict)
     return report
+
+
+# ----------------------------------------------------------------------------- the one loader
+@contextlib.contextmanager
+def meta_device() -> Iterator[None]:
+    """``with torch.device("meta"):``, minus one cost: ``nn.init.normal_`` (``nn.Embedding``'s init) has
+    nothing to draw on the meta device, yet its first call there imports torch._dynamo (~2 s), so it
+    is skipped for meta tensors (real ones, in other threads too, are filled as usual)."""
+    normal_ = torch.nn.init.normal_
+    torch.nn.init.normal_ = lambda tensor, *args, **kwargs: tensor if tensor.is_meta else normal_(tensor, *args, **kwargs)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        torch.nn.init.normal_ = normal_
+
+
+def build_on_meta(cls: type[Module], config: Mapping[str, Any], source: str | os.PathLike) -> Module:
+    """``cls.from_config(config)`` on the meta device: the architecture and its shapes, no memory.
+    A bad config value is reported with ``source`` (the config file) in front."""
+    try:
+        with meta_device():
+            return cls.from_config(dict(config))
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{source}: {err}") from err
+
+
+def materialise(module: Module, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> Module:
+    """Make ``state_dict``'s tensors the parameters of ``module`` (built on the meta device; keys
+    already checked), floating-point ones cast to ``dtype`` (None: float32): no second copy."""
+    dtype = dtype or torch.float32
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:  # a buffer that is not in the state dict (persistent=False) would stay without memory
+        raise RuntimeError(f"{type(module).__name__}: {left[:5]} not materialised (not in its state dict)")
+    return module.eval()
+
+
+def load_pretrained(cls: type[Module], folder: str | os.PathLike, dtype: torch.dtype | None = None, *,
+                    subfolder: str | None = None, allow_pickle: bool = False) -> Module:
+    """The loader behind ``UNet``, ``VAE`` and ``CLIPTextEncoder.from_pretrained(folder, dtype=None)``.
+
+    1. ``cls.from_config(folder/config.json)`` on the meta device (no memory);
+    2. every key and shape of the weights file (its header only) checked against it: a ValueError
+       naming the file lists the missing, unexpected and wrong-shaped keys;
+    3. the weights read and assigned as parameters, cast to ``dtype`` (None: float32, as diffusers'
+       and transformers' ``from_pretrained`` do whatever the file stores).
+    """
+    dtype = check_dtype(dtype)
+    config_path, weights_path = component_files(folder, subfolder, allow_pickle)
+    model = build_on_meta(cls, read_config(config_path), config_path)
+    header = match_text_model_prefix(_strip_text_model_prefix(load_file(weights_path, allow_pickle, meta=True)), model)
+    require_fit(model, header, weights_path)
+    state = header if not any(v.is_meta for v in header.values()) else match_text_model_prefix(
+        _strip_text_model_prefix(load_file(weights_path, allow_pickle)), model)
+    return materialise(model, state, dtype)
 
 
 # ----------------------------------------------------------------------------- the conversion tables
@@ -376,8 +581,10 @@ def _fuse_qkv(state_dict: StateDict) -> StateDict:
 
 
 def _strip_text_model_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """transformers < 5 saved CLIPTextModel keys as ``text_model.*``; today's module has no prefix."""
-    return {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    """transformers < 5 saved CLIPTextModel keys as ``text_model.*``, and < 4.31 its ``position_ids``
+    buffer too; today's module has neither."""
+    return {k.removeprefix("text_model."): v for k, v in state_dict.items()
+            if not k.endswith("embeddings.position_ids")}
 
 
 def match_text_model_prefix(state_dict: Mapping[str, torch.Tensor], module: torch.nn.Module) -> StateDict:
@@ -385,8 +592,7 @@ def match_text_model_prefix(state_dict: Mapping[str, torch.Tensor], module: torc
     the hub's files) or without it (transformers 5's ``CLIPTextModel``). Other state dicts pass unchanged."""
     state_dict = dict(state_dict)
     if any(k.startswith("text_model.") for k in module.state_dict()):
-        return {("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in state_dict.items()} \
-            if any(k.startswith("embeddings.") for k in state_dict) else state_dict
+        return {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in state_dict.items()}
     return _strip_text_model_prefix(state_dict)
 
 
@@ -427,7 +633,6 @@ def original_to_diffusers(state_dict: Mapping[str, torch.Tensor], unet_config: M
              "vae": _convert(_component(state_dict, VAE_PREFIX), _vae_table(vae_config), False, "vae")}
     if kind == "clip":
         text = _strip_text_model_prefix(_component(state_dict, CLIP_PREFIX))
-        text.pop("embeddings.position_ids", None)
     else:
         num_layers = text_config.get("num_hidden_layers", 23)
         text = _component(state_dict, OPENCLIP_PREFIX)
@@ -470,14 +675,19 @@ def diffusers_to_original(parts: Mapping[str, Mapping[str, torch.Tensor]], unet_
 # ----------------------------------------------------------------------------- whole pipelines
 def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: bool = False,
                               version: str | None = None, prediction_type: str | None = None,
-                              configs: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+                              configs: Mapping[str, Mapping[str, Any]] | None = None,
+                              dtype: torch.dtype | None = None) -> Any:
     """Build ``cls`` (``sdlearn.pipeline.StableDiffusion``) from an original single-file checkpoint.
 
     The SD family (``"v1"``/``"v2"``) is read from the text encoder's keys unless ``version`` is given;
     its configs are ``SD_CONFIGS[version]`` unless ``configs`` (same layout: ``"unet"``, ``"vae"``,
     ``"text_encoder"``, ``"scheduler"``) is given. A checkpoint cannot tell eps- from v-prediction: v1
     uses ``"epsilon"``, v2 defaults to ``"v_prediction"`` (SD 2.x 768); pass
-    ``prediction_type="epsilon"`` for the 512-px SD 2.x base models.
+    ``prediction_type="epsilon"`` for the 512-px SD 2.x base models. The UNet and text encoder come in
+    as ``dtype`` (None: float32), the VAE in float32.
+
+    As ``load_pretrained``: the three models are built on the meta device and every key and shape of
+    the file (a safetensors file's header) is checked against them before any weight is read.
     """
     from sdlearn import schedulers
     from sdlearn.clip import CLIPTextEncoder
@@ -485,22 +695,37 @@ def pipeline_from_single_file(cls: type, path: str | os.PathLike, allow_pickle: 
     from sdlearn.unet import UNet
     from sdlearn.vae import VAE
 
-    state_dict = load_file(path, allow_pickle=allow_pickle)
-    version = version or detect_version(state_dict)
+    dtype = check_dtype(dtype)
+    path = Path(path)
+    header = load_file(path, allow_pickle=allow_pickle, meta=True)  # keys and shapes (pickles: everything)
+    try:
+        version = version or detect_version(header)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     if version not in SD_CONFIGS:
         raise ValueError(f"version must be one of {sorted(SD_CONFIGS)} (got {version!r})")
     configs = SD_CONFIGS[version] if configs is None else configs
-    parts = original_to_diffusers(state_dict, configs["unet"], configs["vae"], configs["text_encoder"])
-    del state_dict
-    modules = {name: klass.from_config(dict(configs[name]))
-               for name, klass in (("unet", UNet), ("vae", VAE), ("text_encoder", CLIPTextEncoder))}
-    parts = {name: match_text_model_prefix(part, modules[name]) for name, part in parts.items()}
-    reports = {name: check_state_dict(modules[name], parts[name]) for name in modules}  # all three, before any copy
+
+    def split(state_dict: StateDict) -> dict[str, StateDict]:
+        try:
+            return original_to_diffusers(state_dict, configs["unet"], configs["vae"], configs["text_encoder"])
+        except ValueError as err:
+            raise ValueError(f"{path} is not an SD {version} checkpoint: {err}") from err
+
+    parts = split(header)  # keys no table row covers are refused here, before any model is built
+    classes = {"unet": UNet, "vae": VAE, "text_encoder": CLIPTextEncoder}
+    modules = {name: build_on_meta(klass, configs[name], f"configs[{name!r}]") for name, klass in classes.items()}
+    reports = {name: check_state_dict(modules[name], match_text_model_prefix(parts[name], modules[name]))
+               for name in modules}
     misfits = "\n".join(f"{name}:\n{report}" for name, report in reports.items() if not report.fits)
     if misfits:
-        raise ValueError(f"{Path(path).name} does not fit the SD {version} architecture:\n{misfits}")
+        raise ValueError(f"{path} does not fit the SD {version} architecture:\n{misfits}")
+    if any(v.is_meta for v in header.values()):  # checked: now read the weights
+        parts = split(load_file(path, allow_pickle=allow_pickle))
+    del header
     for name, module in modules.items():
-        load_into(module, parts.pop(name))
+        part = match_text_model_prefix(parts.pop(name), module)
+        materialise(module, part, torch.float32 if name == "vae" else dtype)
     scheduler_config = dict(configs["scheduler"])
     if prediction_type is not None:
         scheduler_config["prediction_type"] = prediction_type

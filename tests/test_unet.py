@@ -1,5 +1,6 @@
 """sdlearn.unet.UNet equals diffusers' UNet2DConditionModel on the same random weights (SD v1 and v2)."""
 import gc
+import json
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 
 from sdlearn.attention import capture_attention
 from sdlearn.configs import SD15_UNET, SD21_UNET
+from sdlearn.pipeline import TINY_MODEL_DIR
 from sdlearn.unet import UNet, timestep_embedding
 
 # Tolerance. Both models run the same float32 operations in the same order, so on one machine the
@@ -105,6 +107,44 @@ def test_reduced_configs_match_diffusers(name):
         assert_same(ours(x, t, context), expected)
 
 
+TINY = json.loads((TINY_MODEL_DIR / "unet" / "config.json").read_text())  # the bundled model's UNet
+
+
+@pytest.mark.parametrize("name, size", [(name, (65, 75)) for name in REDUCED]  # a 520x600 image's latent
+                         + [("v2", (16, 13)), ("all_attn", (3, 5)), ("tiny", (9, 7))])
+def test_sides_not_multiples_of_the_downsampling_match_diffusers(name, size):
+    """Any latent side works, as in diffusers: a stride-2 conv halves n to ceil(n/2), and each upsampler
+    is told its skip's size (diffusers' upsample_size) instead of doubling. Same tolerance as above."""
+    config = TINY if name == "tiny" else REDUCED[name]
+    ours, ref = pair(config)
+    g = torch.Generator().manual_seed(2)
+    B = 1 if size[0] * size[1] > 1000 else 2                  # 65x75 = 4875 tokens: one image keeps it quick
+    x = torch.randn(B, ref.config.in_channels, *size, generator=g)
+    context = torch.randn(B, 5, ref.config.cross_attention_dim, generator=g)
+    t = torch.tensor([10, 900][:B])
+    levels = len(ref.config.block_out_channels) - 1
+    assert any(side % 2**levels for side in size)             # really a size that needs upsample_size
+    with torch.no_grad():
+        expected = ref(x, t, encoder_hidden_states=context).sample
+        assert expected.shape[-2:] == size
+        assert_same(ours(x, t, context), expected)
+
+
+def test_upsamplers_get_the_skip_sizes():
+    """65 -> 33 -> 17 on the way down (ceil halving), so the upsamplers must give 33 and 65, not 34 and 66."""
+    with torch.device("meta"):                                # shapes only, no arithmetic
+        ours = UNet.from_config(REDUCED["v1"])
+    seen = []
+    hooks = [b.upsamplers[0].register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape[-2:])))
+             for b in ours.up_blocks if b.upsamplers is not None]
+    with torch.no_grad(), torch.device("meta"):
+        ours(torch.empty(1, 4, 65, 75), torch.tensor([1]), torch.empty(1, 3, 48))
+        ours(torch.empty(1, 4, 16, 8), torch.tensor([1]), torch.empty(1, 3, 48))  # multiples of 4: plain doubling
+    for h in hooks:
+        h.remove()
+    assert seen == [(33, 38), (65, 75), (8, 4), (16, 8)]
+
+
 def test_gradients_match_diffusers():
     ours, ref = pair(REDUCED["v2"])
     ref2 = UNet2DConditionModel.from_config(REDUCED["v2"])           # separate parameters for separate .grad
@@ -139,8 +179,8 @@ def test_bad_inputs_name_expected_values():
     x, context = torch.randn(1, 4, 16, 16), torch.randn(1, 3, 48)
     with pytest.raises(ValueError, match="cross_attention_dim=48"):
         ours(x, 1, torch.randn(1, 3, 32))
-    with pytest.raises(ValueError, match="multiples of 4"):
-        ours(torch.randn(1, 4, 16, 18), 1, context)
+    with pytest.raises(ValueError, match="height and width must be at least 1, got 0x16"):
+        ours(torch.randn(1, 4, 0, 16), 1, context)
     with pytest.raises(ValueError, match="in_channels=4"):
         ours(torch.randn(1, 9, 16, 16), 1, context)
     with pytest.raises(ValueError, match=r"\(B=1,\)"):
@@ -162,7 +202,7 @@ def test_from_pretrained_roundtrip_and_checks(tmp_path):
     x, context = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 40)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, 5, context), ours(x, 5, context), atol=0, rtol=0)
-    assert UNet.from_pretrained(tmp_path / "unet", torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert UNet.from_pretrained(tmp_path / "unet", dtype=torch.bfloat16).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="config.json"):
         UNet.from_pretrained(tmp_path)
     ref.to(torch.float16).save_pretrained(tmp_path / "half", safe_serialization=True)

@@ -257,7 +257,7 @@ def test_load_into_refuses_what_does_not_fit_and_changes_nothing():
     before = _snapshot(unet)
     good = {k: torch.randn_like(v) for k, v in before.items()}
     cases = {
-        "mis-shaped": {**good, "conv_in.weight": torch.randn(32, 4, 1, 1)},
+        "wrong shapes": {**good, "conv_in.weight": torch.randn(32, 4, 1, 1)},
         "missing": {k: v for k, v in good.items() if k != "conv_out.bias"},
         "unexpected": {**good, "extra.weight": torch.zeros(3)},
     }
@@ -266,10 +266,10 @@ def test_load_into_refuses_what_does_not_fit_and_changes_nothing():
             W.load_into(unet, state_dict)
         assert name in str(err.value), str(err.value)
         assert_same_state(unet.state_dict(), before)  # nothing half-loaded
-    assert "conv_in.weight: (32, 4, 1, 1) vs (32, 4, 3, 3)" in str(W.check_state_dict(unet, cases["mis-shaped"]))
+    assert "conv_in.weight: got (32, 4, 1, 1), expected (32, 4, 3, 3)" in str(W.check_state_dict(unet, cases["wrong shapes"]))
 
-    with pytest.raises(ValueError, match="mis-shaped"):  # strict=False never tolerates a wrong shape
-        W.load_into(unet, cases["mis-shaped"], strict=False)
+    with pytest.raises(ValueError, match="wrong shapes"):  # strict=False never tolerates a wrong shape
+        W.load_into(unet, cases["wrong shapes"], strict=False)
     assert_same_state(unet.state_dict(), before)
     report = W.load_into(unet, cases["missing"], strict=False)
     assert report.missing == ["conv_out.bias"] and not report.fits
@@ -391,7 +391,7 @@ def test_pipeline_from_single_file_refuses_misfits_and_pickles(single_file, sd, 
     path, _ = single_file
     wider_context = {**CONFIGS[version], "scheduler": {},
                      "unet": {**CONFIGS[version]["unet"], "cross_attention_dim": 48}}
-    with pytest.raises(ValueError, match=r"does not fit the SD v\d architecture:\nunet:\n  mis-shaped keys"):
+    with pytest.raises(ValueError, match=r"does not fit the SD v\d architecture:\nunet:\n  wrong shapes"):
         W.pipeline_from_single_file(StableDiffusion, path, configs=wider_context)
     torch.save(W.load_file(path), tmp_path / "sd.ckpt")
     with pytest.raises(ValueError, match="allow_pickle=True"):
@@ -402,14 +402,26 @@ def test_pipeline_from_single_file_refuses_misfits_and_pickles(single_file, sd, 
     assert torch.equal(ours.unet.conv_in.weight, W.load_file(path)["model.diffusion_model.input_blocks.0.0.weight"])
 
 
+def cheap_random(shapes: dict[str, torch.Size], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random float16 tensors of the given shapes, cheaply: slices of one random vector of prime length
+    at shifting offsets (as tests/test_unet.py's ``pair_full_size``), so no two tensors coincide.
+    Drawing the full-size UNet's 860M numbers one by one takes longer than the test itself."""
+    pool = torch.randn(1_000_003, generator=torch.Generator().manual_seed(seed)).half()
+    out, offset = {}, 0
+    for key, shape in shapes.items():
+        n = shape.numel()
+        out[key] = pool.roll(-(offset % pool.numel())).repeat(n // pool.numel() + 1)[:n].view(shape).clone()
+        offset += 7919 + n
+    return out
+
+
 def test_full_size_sd15_unet_through_diffusers_single_file_loader(tmp_path):
-    """The real-size SD 1.5 UNet (859.5M random float16 weights) written in the original layout loads
+    """The real-size SD 1.5 UNet (859.5M random float16 weights, ``cheap_random``) written in the original layout loads
     bit-exact through diffusers' ``UNet2DConditionModel.from_single_file``, and back through ours."""
     cfg = W.SD_CONFIGS["v1"]["unet"]
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in UNet2DConditionModel(**cfg).state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    unet = {k: torch.randn(shape, generator=g).half() for k, shape in shapes.items()}
+    unet = cheap_random(shapes)
     original = {W.UNET_PREFIX + k: v for k, v in W._convert(unet, W._unet_table(cfg), True, "unet").items()}
     path = W.save_file(original, tmp_path / "unet.safetensors")
     del original

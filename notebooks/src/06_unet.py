@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 06 · The UNet: the network that predicts the noise
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/06_unet.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -14,11 +14,7 @@
 # 5. SD 1.5's **859,520,964 parameters** computed by hand from its config, and **where the compute goes**.
 # 6. That `sdlearn.unet.UNet` is diffusers' `UNet2DConditionModel`: same weights in, same noise out.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math
@@ -401,22 +397,46 @@ assert answer_2 == seen["shape"]
 print("correct!", answer_2)
 
 # %% [markdown]
-# **3.** The UNet refuses latents whose sides are not multiples of 2³ = 8 (three downsamplings must
-# divide evenly for the skips to line up). Which of these image sizes can SD 1.5 generate:
-# 512, 520, 576, 600, 640? (The latent is the image size / 8.)
+# **3.** Every image size that is a multiple of 8 (the VAE's factor) runs through SD 1.5, even when the
+# latent side is not a multiple of 2³ = 8. On the way down, a stride-2 convolution with padding 1 turns
+# a side n into ⌈n/2⌉ (65 → 33 → 17 → 9). On the way up, plain doubling would give 18, 34, 66: one too
+# many wherever the down path halved an odd side, and the skip would not fit next to it. So the UNet
+# (like diffusers') hands each upsampler the size of the skip it feeds (diffusers calls it
+# `upsample_size`) instead of doubling. For which of these image sizes does at least one upsampler
+# give something other than twice its input: 512, 520, 576, 600, 640? (The latent side is the image
+# side / 8.)
 
 # %%
 # your answer (one possible solution)
-answer_3 = [s for s in (512, 520, 576, 600, 640) if (s // 8) % 8 == 0 and s % 8 == 0]
+def sides_down(n, downsamplings=3):
+    """The latent side at each level of the down path: n, ceil(n/2), ..."""
+    sides = [n]
+    for _ in range(downsamplings):
+        sides.append(math.ceil(sides[-1] / 2))
+    return sides
+
+answer_3 = [s for s in (512, 520, 576, 600, 640)
+            if any(2 * small != big for big, small in zip(sides_down(s // 8), sides_down(s // 8)[1:]))]
 
 # %%
-accepted = []
+def upsampler_sizes(image_side):
+    """Run SD 1.5 on the meta device; return each upsampler's (input side, output side)."""
+    seen = []
+    hooks = [b.upsamplers[0].register_forward_hook(
+                 lambda module, args, out: seen.append((args[0].shape[-1], out.shape[-1])))
+             for b in sd.up_blocks if b.upsamplers is not None]
+    with torch.no_grad(), torch.device("meta"):
+        out = sd(torch.empty(1, 4, image_side // 8, image_side // 8), torch.tensor([1]), torch.empty(1, 77, 768))
+    for hd in hooks:
+        hd.remove()
+    assert out.shape[-1] == image_side // 8          # every one of these sizes runs
+    return seen
+
+not_doubled = []
 for s in (512, 520, 576, 600, 640):
-    try:
-        with torch.no_grad(), torch.device("meta"):
-            sd(torch.empty(1, 4, s // 8, s // 8), torch.tensor([1]), torch.empty(1, 77, 768))
-        accepted.append(s)
-    except ValueError as err:
-        print(s, "->", err)
-assert answer_3 == accepted
+    sizes = upsampler_sizes(s)
+    print(s, "-> latent", s // 8, "| upsamplers (in -> out):", ", ".join(f"{i} -> {o}" for i, o in sizes))
+    if any(o != 2 * i for i, o in sizes):
+        not_doubled.append(s)
+assert answer_3 == not_doubled
 print("correct!", answer_3)

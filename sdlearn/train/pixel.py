@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ASSET_DIR)
     args = ap.parse_args(argv)
 
-    from safetensors.torch import save_file
+    from sdlearn.weights import save_file  # sdlearn's one safetensors writer
 
     g = seed_everything(args.seed)
     device = get_device(args.device)

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"shape accuracy on 1000 held-out renders: clean {clean:.4f}, augmented {noisy:.4f} "
           f"({time.time() - t0:.0f} s)")
 
-    from safetensors.torch import save_file
+    from sdlearn.weights import save_file  # sdlearn's one safetensors writer
 
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out / "shape_classifier.safetensors")

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from sdlearn.data import ShapesDataset
 from sdlearn.device import seed_everything
+from sdlearn.weights import save_file
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
