@@ -138,10 +138,12 @@ def test_diffusers_single_file_loader_reads_what_we_write(sd, single_file):
     theirs = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
     for name in parts:
         assert_same_state(theirs[name].state_dict(), parts[name])
-    # same weights, same code, same inputs: bit-identical outputs
+    # same weights, same code, same inputs: the same outputs up to float32 round-off. The weights are
+    # bit-identical (above), but diffusers' single-file loader may lay the UNet out differently in
+    # memory, which changes the order of float sums: 2.8e-7 seen on outputs of size ~0.2.
     mine, reference = outputs(models), outputs(theirs)
     for name in mine:
-        assert torch.equal(mine[name], reference[name]), name
+        torch.testing.assert_close(mine[name], reference[name], rtol=0, atol=1e-5, msg=name)
 
 
 def test_we_read_what_diffusers_reads(sd, single_file):
