@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from sdlearn.clip import SD1_TEXT_CONFIG, TINY_CLIP_DIR, CLIPTextEncoder, TinyCLIP
+from sdlearn.clip import CLIPTextEncoder
+from sdlearn.configs import CLIP_VIT_L_TEXT
 from sdlearn.tokenizer import CLIPTokenizer
+from sdlearn.toys import TINY_CLIP_DIR, TinyCLIP
 from sdlearn.train.clip import TEXT_ENCODER_DIR, evaluate
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -61,7 +63,7 @@ def main() -> None:
         print(label, {k: round(v, 4) for k, v in s.items()})
     n = args.batches * 64
     tiny = speed(model.text_encoder.config, 64, 20)
-    sd1 = speed(SD1_TEXT_CONFIG, 1, 5)
+    sd1 = speed(CLIP_VIT_L_TEXT, 1, 5)
     te_mb = (TEXT_ENCODER_DIR / "model.safetensors").stat().st_size / 1e6
     clip_mb = (TINY_CLIP_DIR / "model.safetensors").stat().st_size / 1e6
 

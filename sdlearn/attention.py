@@ -72,7 +72,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8, dim_head: int = 64,
-                 dropout: float = 0.0, upcast: bool = False):
+                 dropout: float = 0.0, upcast: bool = False) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head, self.upcast = heads, dim_head, upcast

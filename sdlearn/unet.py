@@ -12,7 +12,6 @@ so its ``config.json`` and weights load here unchanged (SD v1.x and v2.x)::
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -68,7 +67,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, 
 class TimestepEmbedding(nn.Module):
     """MLP lifting the sinusoidal embedding: (B, c0) -> (B, 4 c0)."""
 
-    def __init__(self, in_dim: int, dim: int):
+    def __init__(self, in_dim: int, dim: int) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
@@ -81,7 +80,7 @@ class ResnetBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, the timestep embedding added in between, plus a (1x1 conv) shortcut."""
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, groups: int, eps: float, dropout: float,
-                 output_scale_factor: float = 1.0):
+                 output_scale_factor: float = 1.0) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -99,13 +98,13 @@ class ResnetBlock(nn.Module):
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)                               # (B, in_ch, H, W) -> (B, out_ch, H, W)
-        return (x + h) / self.output_scale_factor if self.output_scale_factor != 1 else x + h
+        return (x + h) / self.output_scale_factor
 
 
 class GEGLU(nn.Module):
     """Gated GELU (Shazeer 2020): proj to 2*inner, then value * GELU(gate)."""
 
-    def __init__(self, dim: int, inner: int):
+    def __init__(self, dim: int, inner: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, 2 * inner)
 
@@ -117,20 +116,19 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """GEGLU feed-forward with a 4x hidden width: (B, N, dim) -> (B, N, dim)."""
 
-    def __init__(self, dim: int, dropout: float = 0.0, mult: int = 4):
+    def __init__(self, dim: int, dropout: float = 0.0, mult: int = 4) -> None:
         super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, mult * dim), nn.Dropout(dropout), nn.Linear(mult * dim, dim)])
+        self.net = nn.Sequential(GEGLU(dim, mult * dim), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.net:
-            x = layer(x)
-        return x
+        return self.net(x)
 
 
 class BasicTransformerBlock(nn.Module):
     """Pre-norm transformer layer: self-attention, cross-attention to the text, feed-forward; residuals."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float, upcast: bool):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float,
+                 upcast: bool) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = Attention(dim, None, heads, dim_head, dropout, upcast)         # positions <-> positions
@@ -150,7 +148,7 @@ class Transformer2D(nn.Module):
     """Spatial transformer: feature map -> sequence of H*W tokens -> transformer layers -> feature map."""
 
     def __init__(self, channels: int, heads: int, context_dim: int, groups: int, layers: int,
-                 linear_projection: bool, dropout: float, upcast: bool):
+                 linear_projection: bool, dropout: float, upcast: bool) -> None:
         super().__init__()
         dim_head = channels // heads
         inner = heads * dim_head
@@ -179,11 +177,17 @@ class Transformer2D(nn.Module):
             h = self.proj_out(h)                                    # (B, inner, H, W) -> (B, C, H, W)
         return h + x
 
+    @classmethod
+    def from_unet_config(cls, channels: int, heads: int, layers: int, cfg: dict) -> "Transformer2D":
+        """The spatial transformer of a UNet level, the rest of its arguments read from the UNet's config."""
+        return cls(channels, heads, cfg["cross_attention_dim"], cfg["norm_num_groups"], layers,
+                   cfg["use_linear_projection"], cfg["dropout"], cfg["upcast_attention"])
+
 
 class Downsample(nn.Module):
     """Stride-2 3x3 conv with padding 1: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)); any side works."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
@@ -195,7 +199,7 @@ class Upsample(nn.Module):
     """Nearest-neighbour 2x then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W), or to ``size`` (the skip's
     side, which is 2H - 1 where the down path halved an odd side: ceil(n / 2) * 2 = n + 1)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -212,18 +216,13 @@ class DownBlock(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, layers: int, attention: bool, downsample: bool,
-                 cfg: dict, heads: int, transformer_layers: int):
+                 cfg: dict, heads: int, transformer_layers: int) -> None:
         super().__init__()
         g, eps, p = cfg["norm_num_groups"], cfg["norm_eps"], cfg["dropout"]
-        resnets = nn.ModuleList(
+        self.resnets = nn.ModuleList(
             [ResnetBlock(in_ch if i == 0 else out_ch, out_ch, temb_dim, g, eps, p) for i in range(layers)])
-        if attention:  # registered before the resnets: the state dict lists keys in diffusers' order
-            self.attentions = nn.ModuleList(
-                [Transformer2D(out_ch, heads, cfg["cross_attention_dim"], g, transformer_layers,
-                               cfg["use_linear_projection"], p, cfg["upcast_attention"]) for _ in range(layers)])
-        else:
-            self.attentions = None
-        self.resnets = resnets
+        self.attentions = nn.ModuleList([Transformer2D.from_unet_config(out_ch, heads, transformer_layers, cfg)
+                                         for _ in range(layers)]) if attention else None
         self.downsamplers = nn.ModuleList([Downsample(out_ch)]) if downsample else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor
@@ -243,11 +242,10 @@ class DownBlock(nn.Module):
 class MidBlock(nn.Module):
     """resnet, then (spatial transformer, resnet) pairs, at the lowest resolution."""
 
-    def __init__(self, ch: int, temb_dim: int, cfg: dict, heads: int, transformer_layers: int):
+    def __init__(self, ch: int, temb_dim: int, cfg: dict, heads: int, transformer_layers: int) -> None:
         super().__init__()
         g, eps, p, s = cfg["norm_num_groups"], cfg["norm_eps"], cfg["dropout"], cfg["mid_block_scale_factor"]
-        self.attentions = nn.ModuleList([Transformer2D(ch, heads, cfg["cross_attention_dim"], g, transformer_layers,
-                                                       cfg["use_linear_projection"], p, cfg["upcast_attention"])])
+        self.attentions = nn.ModuleList([Transformer2D.from_unet_config(ch, heads, transformer_layers, cfg)])
         self.resnets = nn.ModuleList([ResnetBlock(ch, ch, temb_dim, g, eps, p, s) for _ in range(2)])
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -261,20 +259,15 @@ class UpBlock(nn.Module):
     """``layers`` resnets, each fed [x, skip] concatenated on channels (+ transformer), then an Upsample."""
 
     def __init__(self, prev_ch: int, out_ch: int, skip_in_ch: int, temb_dim: int, layers: int, attention: bool,
-                 upsample: bool, cfg: dict, heads: int, transformer_layers: int):
+                 upsample: bool, cfg: dict, heads: int, transformer_layers: int) -> None:
         super().__init__()
         g, eps, p = cfg["norm_num_groups"], cfg["norm_eps"], cfg["dropout"]
         # skip channels: the down path's out_ch, except the last skip, which left the level below (skip_in_ch)
-        resnets = nn.ModuleList(
+        self.resnets = nn.ModuleList(
             [ResnetBlock((prev_ch if i == 0 else out_ch) + (skip_in_ch if i == layers - 1 else out_ch),
                          out_ch, temb_dim, g, eps, p) for i in range(layers)])
-        if attention:  # registered before the resnets, as in diffusers
-            self.attentions = nn.ModuleList(
-                [Transformer2D(out_ch, heads, cfg["cross_attention_dim"], g, transformer_layers,
-                               cfg["use_linear_projection"], p, cfg["upcast_attention"]) for _ in range(layers)])
-        else:
-            self.attentions = None
-        self.resnets = resnets
+        self.attentions = nn.ModuleList([Transformer2D.from_unet_config(out_ch, heads, transformer_layers, cfg)
+                                         for _ in range(layers)]) if attention else None
         self.upsamplers = nn.ModuleList([Upsample(out_ch)]) if upsample else None
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, context: torch.Tensor,
@@ -306,7 +299,7 @@ class UNet(nn.Module):
     context: (B, T, cross_attention_dim) -> eps: (B, out_channels, H, W).
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict) -> None:
         super().__init__()
         cfg = {**DEFAULT_CONFIG, **config}
         for key, allowed in _SUPPORTED.items():
@@ -330,17 +323,15 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(cfg["in_channels"], channels[0], cfg["conv_in_kernel"],
                                  padding=(cfg["conv_in_kernel"] - 1) // 2)
         self.time_embedding = TimestepEmbedding(channels[0], temb_dim)
-        self.down_blocks = nn.ModuleList()
-        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' state-dict order
-        for i, kind in enumerate(down_types):
-            self.down_blocks.append(DownBlock(channels[max(i - 1, 0)], channels[i], temb_dim, layers[i],
-                                              kind == "CrossAttnDownBlock2D", i < n - 1, cfg, heads[i], t_layers[i]))
+        self.down_blocks = nn.ModuleList(
+            [DownBlock(channels[max(i - 1, 0)], channels[i], temb_dim, layers[i], kind == "CrossAttnDownBlock2D",
+                       i < n - 1, cfg, heads[i], t_layers[i]) for i, kind in enumerate(down_types)])
         self.mid_block = MidBlock(channels[-1], temb_dim, cfg, heads[-1], t_layers[-1])
         rev_ch, rev_heads, rev_layers, rev_t = channels[::-1], heads[::-1], layers[::-1], t_layers[::-1]
-        for i, kind in enumerate(up_types):
-            self.up_blocks.append(UpBlock(rev_ch[max(i - 1, 0)], rev_ch[i], rev_ch[min(i + 1, n - 1)], temb_dim,
-                                          rev_layers[i] + 1, kind == "CrossAttnUpBlock2D", i < n - 1, cfg,
-                                          rev_heads[i], rev_t[i]))
+        self.up_blocks = nn.ModuleList(
+            [UpBlock(rev_ch[max(i - 1, 0)], rev_ch[i], rev_ch[min(i + 1, n - 1)], temb_dim, rev_layers[i] + 1,
+                     kind == "CrossAttnUpBlock2D", i < n - 1, cfg, rev_heads[i], rev_t[i])
+             for i, kind in enumerate(up_types)])
         self.conv_norm_out = nn.GroupNorm(cfg["norm_num_groups"], channels[0], eps=cfg["norm_eps"])
         self.conv_out = nn.Conv2d(channels[0], cfg["out_channels"], cfg["conv_out_kernel"],
                                   padding=(cfg["conv_out_kernel"] - 1) // 2)

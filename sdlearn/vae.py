@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sdlearn.device import randn
 
 #: AutoencoderKL's config keys and diffusers' defaults for them.
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -42,17 +44,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "mid_block_add_attention": True,
 }
 
-#: Stable Diffusion v1.x / v2.x VAE (83.7M parameters): 512x512x3 -> 64x64x4.
-SD_VAE_CONFIG: dict[str, Any] = {
-    **DEFAULT_CONFIG,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-
 _ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "mish": nn.Mish}
 _EPS = 1e-6  # GroupNorm epsilon used throughout the SD VAE
 
@@ -64,7 +55,7 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 class ResnetBlock(nn.Module):
     """x + conv(act(norm(conv(act(norm(x)))))), with a 1x1 conv on the skip when channels change."""
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int, act: type[nn.Module]):
+    def __init__(self, in_channels: int, out_channels: int, groups: int, act: type[nn.Module]) -> None:
         super().__init__()
         self.norm1 = _norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -84,7 +75,7 @@ class AttentionBlock(nn.Module):
     """Single-head self-attention over the H*W positions, with a residual connection:
     x + W_o softmax(Q K^T / sqrt(C)) V  (Vaswani et al. 2017, eq. 1), Q, K, V = W x_norm."""
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
         self.group_norm = _norm(channels, groups)
         self.to_q = nn.Linear(channels, channels)
@@ -107,7 +98,7 @@ class AttentionBlock(nn.Module):
 class Downsample(nn.Module):
     """Halve H and W with a stride-2 3x3 conv; pad one pixel on the right and bottom only."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
@@ -118,7 +109,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Double H and W: nearest-neighbour upsampling followed by a 3x3 conv."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -126,46 +117,30 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, H, W) -> (B, C, 2H, 2W)
 
 
-class EncoderBlock(nn.Module):
-    """``layers`` resnet blocks, then (except in the last block) a Downsample."""
+class ResnetStack(nn.Module):
+    """``layers`` resnet blocks, then a Downsample (``resample="down"``, an encoder block), an Upsample
+    (``"up"``, a decoder block) or nothing (``None``, the last block of either)."""
 
     def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
-                 act: type[nn.Module], downsample: bool):
+                 act: type[nn.Module], resample: Literal["down", "up"] | None) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
             ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups, act) for i in range(layers))
-        self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if downsample else None
+        self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if resample == "down" else None
+        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if resample == "up" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
-            x = resnet(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-        return x
-
-
-class DecoderBlock(nn.Module):
-    """``layers`` resnet blocks, then (except in the last block) an Upsample."""
-
-    def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
-                 act: type[nn.Module], upsample: bool):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups, act) for i in range(layers))
-        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if upsample else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
+            x = resnet(x)                                    # (B, C_in, H, W) -> (B, C_out, H, W)
+        for resample in self.downsamplers or self.upsamplers or ():
+            x = resample(x)                                  # -> (B, C_out, H/2, W/2) or (B, C_out, 2H, 2W)
         return x
 
 
 class MidBlock(nn.Module):
     """resnet -> self-attention -> resnet at the lowest resolution (attention optional)."""
 
-    def __init__(self, channels: int, groups: int, act: type[nn.Module], attention: bool):
+    def __init__(self, channels: int, groups: int, act: type[nn.Module], attention: bool) -> None:
         super().__init__()
         self.attentions = nn.ModuleList([AttentionBlock(channels, groups)]) if attention else None
         self.resnets = nn.ModuleList([ResnetBlock(channels, channels, groups, act) for _ in range(2)])
@@ -180,13 +155,13 @@ class MidBlock(nn.Module):
 class Encoder(nn.Module):
     """Image (B, 3, H, W) -> moments (B, 2*latent_channels, H/f, W/f) (mean and logvar)."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         ch, groups, act = cfg["block_out_channels"], cfg["norm_num_groups"], _ACTIVATIONS[cfg["act_fn"]]
         self.conv_in = nn.Conv2d(cfg["in_channels"], ch[0], 3, padding=1)
         self.down_blocks = nn.ModuleList(
-            EncoderBlock(ch[max(i - 1, 0)], ch[i], cfg["layers_per_block"], groups, act, downsample=i < len(ch) - 1)
-            for i in range(len(ch)))
+            ResnetStack(ch[max(i - 1, 0)], ch[i], cfg["layers_per_block"], groups, act,
+                        resample="down" if i < len(ch) - 1 else None) for i in range(len(ch)))
         self.mid_block = MidBlock(ch[-1], groups, act, cfg["mid_block_add_attention"])
         self.conv_norm_out = _norm(ch[-1], groups)
         self.conv_act = act()
@@ -203,13 +178,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent (B, latent_channels, h, w) -> image (B, 3, h*f, w*f)."""
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         ch, groups, act = cfg["block_out_channels"][::-1], cfg["norm_num_groups"], _ACTIVATIONS[cfg["act_fn"]]
         self.conv_in = nn.Conv2d(cfg["latent_channels"], ch[0], 3, padding=1)
         self.up_blocks = nn.ModuleList(
-            DecoderBlock(ch[max(i - 1, 0)], ch[i], cfg["layers_per_block"] + 1, groups, act, upsample=i < len(ch) - 1)
-            for i in range(len(ch)))
+            ResnetStack(ch[max(i - 1, 0)], ch[i], cfg["layers_per_block"] + 1, groups, act,
+                        resample="up" if i < len(ch) - 1 else None) for i in range(len(ch)))
         self.mid_block = MidBlock(ch[0], groups, act, cfg["mid_block_add_attention"])
         self.conv_norm_out = _norm(ch[-1], groups)
         self.conv_act = act()
@@ -229,17 +204,17 @@ class DiagonalGaussian:
     log-variance, so no positivity constraint is needed; it is clamped to [-30, 20] for safety.
     """
 
-    def __init__(self, moments: torch.Tensor):
+    def __init__(self, moments: torch.Tensor) -> None:
         self.mean, self.logvar = moments.chunk(2, dim=1)     # (B, 2C, h, w) -> 2 x (B, C, h, w)
         self.logvar = self.logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
         self.var = torch.exp(self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised sample z = mean + std * eps, eps ~ N(0, I) drawn on the CPU generator
-        (Kingma & Welling 2013, eq. 10)."""
-        eps = torch.randn(self.mean.shape, generator=generator, dtype=torch.float32)
-        return self.mean + self.std * eps.to(self.mean.device, self.mean.dtype)
+    def sample(self, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Reparameterised sample z = mean + std * eps (Kingma & Welling 2013, eq. 10), eps ~ N(0, I)
+        drawn on the CPU generator (one per batch item if a list, as diffusers) by ``sdlearn.device.randn``."""
+        eps = randn(self.mean.shape, generator, self.mean.device, self.mean.dtype)
+        return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:
         return self.mean
@@ -280,7 +255,7 @@ class VAE(nn.Module):
     latents are multiplied by before diffusion: 1 / std of the training latents (SD: 0.18215).
     """
 
-    def __init__(self, **config: Any):
+    def __init__(self, **config: Any) -> None:
         super().__init__()
         cfg = {**DEFAULT_CONFIG, **{k: v for k, v in config.items() if k in DEFAULT_CONFIG}}
         for key in ("down_block_types", "up_block_types", "block_out_channels"):
@@ -330,7 +305,8 @@ class VAE(nn.Module):
         state = {k: v.detach().float() for k, v in self.state_dict().items()}
         weights.save_file(state, folder / "diffusion_pytorch_model.safetensors")
 
-    def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True,
+                        assign: bool = False) -> Any:
         """As ``nn.Module.load_state_dict``, but a checkpoint that doesn't fit this config raises a
         ValueError listing the missing, unexpected and wrong-shaped keys (``sdlearn.weights.require_fit``)."""
         from sdlearn import weights
@@ -378,7 +354,7 @@ class VAE(nn.Module):
         return self.decoder(self.post_quant_conv(z))         # (B, C, h, w) -> (B, 3, h*f, w*f)
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
         """Reconstruct x: decode(encode(x).sample()) or, by default, decode of the posterior mean."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()

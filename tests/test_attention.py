@@ -44,16 +44,41 @@ def test_matches_diffusers_attention(context_dim, fast):
         torch.testing.assert_close(ours(x, ctx), ref(x, encoder_hidden_states=ctx), atol=ATOL, rtol=0)
 
 
-def test_upcast_keeps_dtype_and_tracks_float32():
-    torch.manual_seed(0)
-    attn = Attention(64, 32, heads=2, dim_head=32, upcast=True)
-    x, ctx = torch.randn(1, 16, 64), torch.randn(1, 5, 32)
+def overflowing_attention() -> tuple[Attention, torch.Tensor, torch.Tensor]:
+    """Cross-attention whose logits overflow float16: q ~ 8 and k ~ 512 in each of 16 dimensions give
+    q.k ~ 66,000 > 65,504, float16's largest number. Every input and weight is exact in float16 (k moves
+    in steps of 0.5, so logits differ by a few units and the softmax is far from one-hot)."""
+    d = 16
+    g = torch.Generator().manual_seed(0)
+    attn = Attention(d, d, heads=1, dim_head=d)
     with torch.no_grad():
-        full = attn(x, ctx)
-        half = attn.to(torch.bfloat16)(x.bfloat16(), ctx.bfloat16())
-    assert half.dtype == torch.bfloat16
-    # bf16 keeps 8 mantissa bits (relative 2**-8 = 0.4 %) through three matmuls: a few per cent at most
-    assert (half.float() - full).abs().max() < 0.05 * full.abs().max()
+        for linear in (attn.to_q, attn.to_k, attn.to_out[0]):
+            linear.weight.copy_(torch.eye(d))
+        attn.to_out[0].bias.zero_()
+        attn.to_v.weight.copy_(torch.randint(-8, 9, (d, d), generator=g) / 2048)
+    x = 8 + torch.randint(-64, 65, (2, 3, d), generator=g) / 128             # (B, N, d): q = x
+    ctx = 512 + torch.randint(-1, 2, (2, 5, d), generator=g) / 2             # (B, M, d): k = ctx
+    return attn.eval(), x, ctx
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_upcast_computes_float16_attention_in_float32(fast):
+    attn, x, ctx = overflowing_attention()
+    probs = scaled_dot_product_attention(x[:, None], ctx[:, None], ctx[:, None])[1]
+    assert (x @ ctx.transpose(1, 2)).max() > 65504 and probs.max() < 0.9   # overflows; not one-hot
+    attn.fast = fast
+    with torch.no_grad():
+        full = attn(x, ctx)                                                   # the float32 reference
+        attn.half()
+        attn.upcast = True
+        upcast = attn(x.half(), ctx.half())
+        attn.upcast = False
+        plain = attn(x.half(), ctx.half())
+    assert upcast.dtype == torch.float16
+    # float16 rounds to 2**-11 relative: the projections and the output, a few ulps of |out| <= 9
+    torch.testing.assert_close(upcast.float(), full, atol=2e-2, rtol=0)
+    if not fast:  # written out in float16, q k^T is inf and the softmax NaN (the fused CPU kernel scales first)
+        assert not plain.isfinite().all()
 
 
 class TwoLayers(torch.nn.Module):

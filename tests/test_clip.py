@@ -1,11 +1,12 @@
-"""sdlearn.clip.CLIPTextEncoder against transformers' CLIPTextModel on the same weights, and the tiny CLIP."""
+"""sdlearn.clip.CLIPTextEncoder against transformers' CLIPTextModel on the same weights, and the tiny CLIP
+(sdlearn.toys)."""
 import pytest
 import torch
+import transformers
 
-from sdlearn.clip import (SD1_TEXT_CONFIG, SD2_TEXT_CONFIG, TINY_CLIP_DIR, TINY_TEXT_CONFIG, CLIPTextEncoder,
-                          TinyCLIP, contrastive_loss)
-
-transformers = pytest.importorskip("transformers")
+from sdlearn.clip import CLIPTextEncoder
+from sdlearn.configs import CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT
+from sdlearn.toys import TINY_TEXT_CONFIG, TinyCLIP, contrastive_loss
 
 # Both sides run float32 with the same operations (SDPA attention, LayerNorm, the same GELU), so
 # they agree to round-off: ~1e-6 on O(1) outputs after the final LayerNorm; 1e-4 leaves room for
@@ -45,7 +46,7 @@ def test_keys_are_transformers_checkpoint_keys():
     assert all(k.startswith("text_model.") for k in keys) and len(keys) == 2 + 16 + 2
 
 
-@pytest.mark.parametrize("config", [SD1_TEXT_CONFIG, SD2_TEXT_CONFIG], ids=["sd1-vit-l14", "sd2-openclip-vit-h"])
+@pytest.mark.parametrize("config", [CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT], ids=["sd1-vit-l14", "sd2-openclip-vit-h"])
 def test_stable_diffusion_text_encoders_match_transformers(config):
     torch.manual_seed(0)
     ours = CLIPTextEncoder.from_config(config).eval()
@@ -116,10 +117,6 @@ def test_caption_matches_handles_omitted_attributes():
     assert m.tolist() == [[True, True], [True, False], [False, False]]
 
 
-bundled = pytest.mark.skipif(not (TINY_CLIP_DIR / "model.safetensors").is_file(), reason="tiny CLIP not trained yet")
-
-
-@bundled
 def test_bundled_text_encoder_loads_in_transformers_and_is_small():
     from sdlearn.train.clip import TEXT_ENCODER_DIR
 
@@ -132,7 +129,6 @@ def test_bundled_text_encoder_loads_in_transformers_and_is_small():
         assert torch.allclose(ours(ids), theirs(ids).last_hidden_state, atol=ATOL)
 
 
-@bundled
 def test_bundled_tiny_clip_retrieves_captions():
     from sdlearn.tokenizer import CLIPTokenizer
     from sdlearn.train.clip import TEXT_ENCODER_DIR, evaluate

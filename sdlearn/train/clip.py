@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdlearn.clip import TINY_CLIP_DIR, TinyCLIP, contrastive_loss
+from sdlearn import ASSETS_DIR
 from sdlearn.data import COLORS, POSITIONS, SHAPES, SIZES, Attributes, ShapesDataset, varied_caption
 from sdlearn.tokenizer import CLIPTokenizer
+from sdlearn.toys import TINY_CLIP_DIR, TinyCLIP, contrastive_loss
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-TEXT_ENCODER_DIR = ASSETS / "tiny" / "text_encoder"
+TEXT_ENCODER_DIR = ASSETS_DIR / "tiny" / "text_encoder"
 ATTRIBUTES = {"shape": SHAPES, "color": COLORS, "size": SIZES, "position": POSITIONS}
 
 

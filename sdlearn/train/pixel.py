@@ -1,18 +1,18 @@
-"""A small pixel-space diffusion model on Shapes (32x32, unconditional), for notebook 02.
+"""Train notebook 02's pixel-space diffusion model on Shapes (32x32, unconditional).
 
     python -m sdlearn train pixel --seed 0            # writes sdlearn/assets/pixel_shapes/
 
 It learns L_simple = || eps - eps_theta(x_t, t) ||^2 (Ho et al. 2020, Eq. 14) with the DDPM
 paper's linear schedule, and keeps an exponential moving average of the weights (their Sec. 4),
-which is what gets saved. The network is a plain convolutional UNet: residual blocks that add a
-sinusoidal time embedding (Vaswani et al. 2017, Sec. 3.5), two downsamplings, skip connections.
+which is what gets saved. The network is ``sdlearn.toys.PixelUNet``: a plain convolutional UNet of
+resnet blocks told a sinusoidal time embedding (Vaswani et al. 2017, Sec. 3.5), two downsamplings,
+skip connections.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -22,76 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sdlearn.data import ShapesDataset
-from sdlearn.device import get_device, seed_everything
+from sdlearn.device import get_device, randn, seed_everything
 from sdlearn.schedules import alpha_bar, make_betas, q_sample
+from sdlearn.toys import PIXEL_MODEL_DIR, PixelUNet
 
-ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "pixel_shapes"
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                         clip_sample=True, prediction_type="epsilon")
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal features of the timestep: (B,) -> (B, dim), frequencies from 1 to 1/10000."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)  # (half,)
-    angles = t.float()[:, None] * freqs[None]  # (B, half)
-    return torch.cat([angles.cos(), angles.sin()], dim=1)
-
-
-class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, plus the time embedding as a per-channel shift, twice; residual."""
-
-    def __init__(self, c_in: int, c_out: int, t_dim: int) -> None:
-        super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.time = nn.Linear(t_dim, c_out)
-        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_in, H, W) -> (B, c_out, H, W)
-        h = h + self.time(temb)[:, :, None, None]  # (B, c_out) -> (B, c_out, 1, 1), broadcast
-        h = self.conv2(F.silu(self.norm2(h)))
-        return h + self.skip(x)
-
-
-class PixelUNet(nn.Module):
-    """eps_theta(x_t, t) for 3-channel images whose side is a multiple of 4."""
-
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), t_dim: int = 128) -> None:
-        super().__init__()
-        self.config = {"channels": list(channels), "t_dim": t_dim}
-        self.t_dim = t_dim
-        self.time_mlp = nn.Sequential(nn.Linear(t_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
-        self.conv_in = nn.Conv2d(3, channels[0], 3, padding=1)
-        self.down = nn.ModuleList()
-        c = channels[0]
-        for c_out in channels:
-            self.down.append(ResBlock(c, c_out, t_dim))
-            c = c_out
-        self.mid = ResBlock(c, c, t_dim)
-        self.up = nn.ModuleList()
-        for c_skip in reversed(channels):
-            self.up.append(ResBlock(c + c_skip, c_skip, t_dim))
-            c = c_skip
-        self.norm_out, self.conv_out = nn.GroupNorm(8, c), nn.Conv2d(c, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])  # (B,)
-        temb = self.time_mlp(timestep_embedding(t, self.t_dim))  # (B, t_dim)
-        h = self.conv_in(x)  # (B, 3, H, W) -> (B, c0, H, W)
-        skips = []
-        for i, block in enumerate(self.down):
-            h = block(h, temb)
-            skips.append(h)
-            if i < len(self.down) - 1:
-                h = F.avg_pool2d(h, 2)  # (B, c, H, W) -> (B, c, H/2, W/2)
-        h = self.mid(h, temb)
-        for i, block in enumerate(self.up):
-            if i > 0:
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")  # (B, c, H, W) -> (B, c, 2H, 2W)
-            h = block(torch.cat([h, skips.pop()], dim=1), temb)  # concat the skip along channels
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, c0, H, W) -> (B, 3, H, W)
 
 
 def shapes_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -103,21 +39,9 @@ def shapes_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 def train_step(model: nn.Module, x0: torch.Tensor, alpha_bar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One L_simple loss: random t, random eps, MSE between eps and the model's guess (Eq. 14)."""
-    t = torch.randint(0, len(alpha_bar), (x0.shape[0],), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator)
-    t, eps = t.to(x0.device), eps.to(x0.device)
+    t = torch.randint(0, len(alpha_bar), (x0.shape[0],), generator=generator).to(x0.device)
+    eps = randn(x0.shape, generator, x0.device)
     return F.mse_loss(model(q_sample(x0, t, eps, alpha_bar.to(x0.device)), t), eps)
-
-
-def load_pixel_model(path: str | Path = ASSET_DIR) -> PixelUNet:
-    """The bundled model (EMA weights), in eval mode on the CPU."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    model = PixelUNet(tuple(config["channels"]), config["t_dim"])
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=32, help="image side in pixels")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--out", type=Path, default=ASSET_DIR)
+    ap.add_argument("--out", type=Path, default=PIXEL_MODEL_DIR)
     args = ap.parse_args(argv)
 
     from sdlearn.weights import save_file  # sdlearn's one safetensors writer
