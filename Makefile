@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH=$(CURDIR)/tests/offline
 
-.PHONY: setup run run-headless test unit nbval clean
+.PHONY: setup run run-headless test unit nbval test-packaged refresh-notebooks test-browser clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,25 @@ unit: setup
 
 nbval: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env
+
+# The series from the package alone, as on Colab: the wheel installed into a fresh venv with the colab
+# extra and ipywidgets 7.7, only notebooks/*.ipynb copied into an empty folder, nbval there (about 15 min)
+test-packaged: setup
+	PY=$(PY) BUILD_PY=$(BIN)/python tools/packaged_run.sh
+
+# Rebuild every notebook's badge, setup cell and embedded pictures from pyproject.toml, keeping every
+# stored output (no execution): the one command after pointing [project.urls] Homepage at a fork
+refresh-notebooks: setup
+	$(BIN)/python tools/nb.py --keep-outputs notebooks/src/[0-9]*.py
+
+# JupyterLab in headless Chromium: run notebooks 01, 08 and 09 (copies), check no cell fails, and move
+# each widget panel's slider with the keyboard until its image redraws; screenshots in build/browser/.
+# Installs Playwright (requirements-browser.txt) and Debian's chromium when missing (about 3 min on 2 idle cores, 5 on busy ones)
+test-browser: setup
+	$(BIN)/python -c "import playwright.sync_api" 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -r requirements-browser.txt
+	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(OFFLINE) $(BIN)/python -m pytest -q -s --tb=short --confcutdir=tests/browser tests/browser/check_widgets.py
 
 clean:
 	rm -rf $(VENV) build

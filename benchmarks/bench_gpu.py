@@ -53,8 +53,8 @@ def main() -> None:
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer as HFTokenizer
 
+    from sdlearn.configs import SCHEDULER_CONFIG
     from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
-    from sdlearn.train.t2i import SCHEDULER_CONFIG
 
     torch.manual_seed(0)
     dev, half = torch.device("cuda"), torch.float16

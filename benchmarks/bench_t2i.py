@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from sdlearn import evaluate
+from sdlearn.configs import SCHEDULER_CONFIG
 from sdlearn.pipeline import StableDiffusion, make_scheduler
-from sdlearn.train.t2i import SCHEDULER_CONFIG
 
 SEED = 1000                      # noise seeds 1000.. ; prompt seeds 0 (trained) and 1 (held out)
 GOALS = {"color": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90}

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sdlearn.evaluate import psnr, read_attributes
+from sdlearn.pipeline import TINY_MODEL_DIR
 from sdlearn.train.vae import ShapesStream, foreground, held_out_images
 from sdlearn.vae import VAE
 
@@ -59,7 +60,7 @@ def speed(vae: VAE, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--vae", default=str(ROOT / "sdlearn" / "assets" / "tiny" / "vae"))
+    ap.add_argument("--vae", default=str(TINY_MODEL_DIR / "vae"))
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = ap.parse_args()

@@ -3,7 +3,8 @@
 Trains three small KL-VAEs (f = 4, 8, 16; 4 latent channels each, so an f x f x 3 patch becomes
 4 numbers: compression 3*f^2/4 = 12x, 48x, 192x) on random 64x64 crops of three
 offline photos, holds the fourth (grace_hopper) out, and reports its reconstruction PSNR
-against f. Appends a dated section to benchmarks/RESULTS.md and draws images/03_photo_f.png.
+against f. Appends a dated section to benchmarks/RESULTS.md and draws the figure notebook 03 shows,
+sdlearn/assets/figures/03_photo_f.png (and its numbers, 03_photo_f.json).
 
     python benchmarks/bench_vae_photos.py [--steps 3000] [--device cuda]   (the recorded run: --steps 3000, an H200)
 """
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdlearn import ASSETS_DIR
 from sdlearn.data import sample_photo, to_pil, to_tensor
 from sdlearn.device import get_device, seed_everything
-from sdlearn.train.vae import psnr
+from sdlearn.evaluate import psnr
 from sdlearn.vae import DEFAULT_CONFIG, VAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default=None)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    ap.add_argument("--figure", default=str(ROOT / "images" / "03_photo_f.png"))
+    ap.add_argument("--figure", default=str(ASSETS_DIR / "figures" / "03_photo_f.png"))
     args = ap.parse_args()
     device = get_device(args.device)
     held = photo(HELD_OUT_PHOTO)

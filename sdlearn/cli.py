@@ -162,7 +162,7 @@ def _pipeline_message(error: Exception) -> str:
 # ---------------------------------------------------------------------------- commands
 def generate_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m sdlearn generate``."""
-    from sdlearn.pipeline import SAMPLERS
+    from sdlearn.schedulers import SCHEDULERS
 
     ap = argparse.ArgumentParser(prog="python -m sdlearn generate", description=GENERATE_HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,7 +173,7 @@ def generate_parser() -> argparse.ArgumentParser:
                     help="classifier-free guidance scale, finite and >= 0 (default 5; 1 = none)")
     ap.add_argument("--seed", type=int_in(0, MAX_SEED), nargs="+", default=[0],
                     help="one seed per image (0 .. 2**64-1); several make a grid")
-    ap.add_argument("--sampler", default="dpm++", choices=sorted(SAMPLERS), help="default dpm++ (DPM-Solver++ 2M)")
+    ap.add_argument("--sampler", default="dpm++", choices=sorted(SCHEDULERS), help="default dpm++ (DPM-Solver++ 2M)")
     ap.add_argument("--height", type=int_in(1), default=None, help="pixels (default: the model's size)")
     ap.add_argument("--width", type=int_in(1), default=None, help="pixels (default: the model's size)")
     ap.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the bundled tiny model)")

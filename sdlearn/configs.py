@@ -19,6 +19,15 @@ SD21_UNET: dict = SD15_UNET | {
 #: The inpainting UNet (sd-v1-5-inpainting): 4 latent + 1 mask + 4 masked-image channels in.
 SD15_INPAINT_UNET: dict = SD15_UNET | {"in_channels": 9}
 
+#: Stable Diffusion v1's training noise schedule with the series' default sampler, DPM-Solver++ 2M: what
+#: the tiny model was trained on and ships in ``scheduler/scheduler_config.json``.
+SCHEDULER_CONFIG: dict = {
+    "_class_name": "DPMSolverMultistepScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon",
+    "algorithm_type": "dpmsolver++", "solver_order": 2, "lower_order_final": True,
+    "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False,
+}
+
 SD_VAE: dict = {
     "_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
     "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,

@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+Generators = torch.Generator | list[torch.Generator] | None  # one generator, or one per batch item
+
 
 def get_device(prefer: str | None = None) -> torch.device:
     """The best available device: ``cuda``, then ``mps``, then ``cpu`` (or ``prefer`` if given)."""
@@ -45,15 +47,24 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,
-          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def randn(shape: tuple[int, ...], generator: Generators = None, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard-normal noise drawn on the CPU (from ``generator``) and moved to ``device``.
-    A list of generators draws batch item i from generator i (as diffusers' ``randn_tensor``)."""
+    A list of generators draws batch item i from generator i (as diffusers' ``randn_tensor``).
+    The draw is float32 (float64 if asked) and then cast, so a float16 request is the float32 draw rounded.
+    A generator already on ``device`` draws there (a diffusers pipeline on a GPU may hand one to a scheduler)."""
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; give one per item")
         return torch.cat([randn((1, *shape[1:]), g, device, dtype) for g in generator])
-    if generator is not None and generator.device.type != "cpu":
+    draw_on = torch.device("cpu") if generator is None else generator.device
+    if draw_on.type not in ("cpu", torch.device(device).type):
         raise ValueError(f"generator must be a CPU torch.Generator (got one on {generator.device}); "
                          "sdlearn draws noise on the CPU so that every device starts from the same latents")
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+    draw_dtype = torch.promote_types(dtype, torch.float32)
+    return torch.randn(shape, generator=generator, device=draw_on, dtype=draw_dtype).to(device=device, dtype=dtype)
+
+
+def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+    """``randn`` shaped like ``x``, on its device and in its dtype (the noise a sampler's step adds)."""
+    return randn(tuple(x.shape), generator, x.device, x.dtype)

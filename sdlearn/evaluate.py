@@ -34,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from sdlearn import data
+from sdlearn import ASSETS_DIR, data
 from sdlearn.data import COLORS, POSITIONS, SHAPES, SIZES, Attributes
 
-READER_DIR = Path(__file__).resolve().parent / "assets" / "reader"
+READER_DIR: Path = ASSETS_DIR / "reader"
 CROP = 32          # side of the coverage crop the shape classifier sees
 CROP_MARGIN = 1.3  # crop half-width = CROP_MARGIN * circumradius
 ATTRIBUTES = ("shape", "color", "size", "position")
@@ -160,7 +160,7 @@ def read_size(radius: torch.Tensor) -> list[str]:
 class ShapeClassifier(nn.Module):
     """A small CNN: coverage crop (B, 1, 32, 32) -> shape logits (B, len(SHAPES))."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32) -> None:
         super().__init__()
         c = width
 
@@ -194,7 +194,7 @@ def shape_crops(alpha: torch.Tensor, center: torch.Tensor, radius: torch.Tensor,
 @functools.lru_cache(maxsize=1)
 def load_shape_classifier(folder: str | None = None) -> ShapeClassifier:
     """The bundled shape classifier (``assets/reader/``), in eval mode."""
-    from safetensors.torch import load_file
+    from sdlearn.weights import load_file
 
     folder = Path(folder) if folder is not None else READER_DIR
     weights = folder / "shape_classifier.safetensors"

@@ -11,7 +11,6 @@ text-to-image, image-to-image (SDEdit) and inpainting with any scheduler, ours o
 from __future__ import annotations
 
 import copy
-import json
 import math
 import numbers
 import operator
@@ -19,56 +18,41 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sdlearn import ASSETS_DIR
 from sdlearn import schedulers as ours
-from sdlearn.device import get_device, randn
+from sdlearn.device import Generators, get_device, randn
 
-TINY_MODEL_DIR: Path = Path(__file__).resolve().parent / "assets" / "tiny"
-
-#: Sampler names accepted by ``scheduler=`` (and the command line's ``--sampler``).
-SAMPLERS: dict[str, type] = {
-    "ddpm": ours.DDPM, "ddim": ours.DDIM, "dpm++": ours.DPMSolverPP, "dpmsolver++": ours.DPMSolverPP,
-    "euler": ours.Euler, "euler_a": ours.EulerAncestral, "euler-ancestral": ours.EulerAncestral,
-}
-#: diffusers scheduler class names -> ours, for loading a diffusers folder's scheduler config.
-#: Stable Diffusion v1.5 ships PNDM, which we don't implement: DPM-Solver++ takes its place.
-_DIFFUSERS_SCHEDULERS: dict[str, type] = {
-    "DDPMScheduler": ours.DDPM, "DDIMScheduler": ours.DDIM, "DPMSolverMultistepScheduler": ours.DPMSolverPP,
-    "EulerDiscreteScheduler": ours.Euler, "EulerAncestralDiscreteScheduler": ours.EulerAncestral,
-}
+TINY_MODEL_DIR: Path = ASSETS_DIR / "tiny"
 
 Prompt = str | Sequence[str]
-Generators = torch.Generator | list[torch.Generator] | None   # one generator, or one per prompt
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]   # callback(i, t, latents) after each step
 Output = list[Image.Image] | torch.Tensor | np.ndarray       # by output_type: pil, pt / latent, np
 
 
-def _config(module: Any) -> dict:
-    cfg = module.config
-    return dict(cfg) if not isinstance(cfg, dict) else cfg
-
-
-def make_scheduler(name_or_scheduler: Any, config: dict | None = None) -> Any:
-    """A scheduler from a name in ``SAMPLERS`` (built from ``config``) or a scheduler object as is."""
+def make_scheduler(name_or_scheduler: Any, config: Mapping[str, Any] | None = None) -> Any:
+    """A sampler named in ``sdlearn.schedulers.SCHEDULERS`` (or by its diffusers class name), built from
+    ``config``: the keys all samplers share carry over (schedule, prediction type, spacing). A scheduler
+    object is returned as is."""
     if not isinstance(name_or_scheduler, str):
         return name_or_scheduler
-    key = name_or_scheduler.lower()
-    if key not in SAMPLERS:
-        raise ValueError(f"unknown scheduler {name_or_scheduler!r}; allowed: {', '.join(SAMPLERS)}")
-    return SAMPLERS[key].from_config(config or {})   # the shared keys carry over: schedule, prediction type, spacing
+    return ours.scheduler_class(name_or_scheduler).from_config(config or {})
 
 
 class StableDiffusion:
     """Stable Diffusion from its five parts. ``StableDiffusion.tiny()`` is the bundled offline model."""
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module,
-                 tokenizer: Any, scheduler: Any):
+                 tokenizer: Any, scheduler: Any) -> None:
+        """Hold the parts as they are (no copies): the three modules are switched to eval mode and
+        frozen (``requires_grad_(False)``) in place, so to keep training one of them, train it before
+        building the pipeline or unfreeze it after (notebook 07's live UNet samples from its EMA copy)."""
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.progress_bar = True
@@ -142,8 +126,7 @@ class StableDiffusion:
             parts[name] = mine.to(theirs.device, theirs.dtype)
         tokenizer = CLIPTokenizer()
         tokenizer.pad_id = getattr(pipe.tokenizer, "pad_token_id", tokenizer.pad_id)  # v2 pads with "!" (id 0)
-        scheduler = _DIFFUSERS_SCHEDULERS.get(type(pipe.scheduler).__name__, ours.DPMSolverPP).from_config(
-            dict(pipe.scheduler.config))
+        scheduler = _our_scheduler(type(pipe.scheduler).__name__, pipe.scheduler.config)
         return cls(parts["unet"], parts["vae"], parts["text_encoder"], tokenizer, scheduler)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -168,11 +151,11 @@ class StableDiffusion:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(_config(self.vae)["block_out_channels"]) - 1)
+        return 2 ** (len(self.vae.config["block_out_channels"]) - 1)
 
     @property
     def scaling_factor(self) -> float:
-        return float(_config(self.vae).get("scaling_factor", 0.18215))
+        return float(self.vae.config.get("scaling_factor", 0.18215))
 
     # ------------------------------------------------------------------ building blocks
     @torch.no_grad()
@@ -574,12 +557,12 @@ def _check_generator(seed: Any, generator: Any, batch: int) -> Generators:
 
 
 def _check_scheduler(scheduler: Any, current: Any) -> Any:
-    """A sampler name from ``SAMPLERS`` (built from the current scheduler's config) or a scheduler
-    object (ours or diffusers')."""
+    """A sampler name from ``sdlearn.schedulers.SCHEDULERS`` (built from the current scheduler's config)
+    or a scheduler object (ours or diffusers')."""
     if isinstance(scheduler, str):
-        return make_scheduler(scheduler, dict(current.config))
+        return make_scheduler(scheduler, current.config)
     if not all(callable(getattr(scheduler, a, None)) for a in ("set_timesteps", "step", "scale_model_input")):
-        raise TypeError(f"scheduler must be a sampler name ({', '.join(SAMPLERS)}) or a scheduler object with "
+        raise TypeError(f"scheduler must be a sampler name ({', '.join(ours.SCHEDULERS)}) or a scheduler object with "
                         f"set_timesteps/step/scale_model_input; got {type(scheduler).__name__}")
     return scheduler
 
@@ -606,9 +589,19 @@ def _load_scheduler(folder: Path) -> Any:
     path = folder / "scheduler_config.json"
     config = read_config(path) if path.exists() else {}
     try:
-        return _DIFFUSERS_SCHEDULERS.get(config.get("_class_name"), ours.DPMSolverPP).from_config(config)
+        return _our_scheduler(config.get("_class_name"), config)
     except (TypeError, ValueError) as err:
         raise type(err)(f"{path}: {err}") from err
+
+
+def _our_scheduler(diffusers_name: Any, config: Mapping[str, Any]) -> ours.Scheduler:
+    """Our sampler for a diffusers scheduler class and config. Stable Diffusion v1.5 ships PNDM,
+    which sdlearn does not implement: DPM-Solver++ takes the place of any class we lack."""
+    try:
+        cls = ours.scheduler_class(diffusers_name)
+    except ValueError:
+        cls = ours.DPMSolverPP
+    return cls.from_config(config)
 
 
 def _download(repo_id: str) -> Path:

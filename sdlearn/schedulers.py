@@ -31,12 +31,13 @@ import json
 import numbers
 import operator
 from pathlib import Path
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdlearn.device import randn_like
 from sdlearn.schedules import (BETA_SCHEDULES, alpha_bar, karras_sigmas, make_betas, q_sample, sigmas_from_alpha_bar,
                                v_target)
 
@@ -80,15 +81,6 @@ def spaced_timesteps(timestep_spacing: str, num_inference_steps: int, num_train_
     raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
 
 
-def randn_like_cpu(like: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
-    """Standard-normal noise shaped like ``like``, drawn where the generator lives (the CPU by default)
-    and moved to ``like``'s device; a list of generators gives one per batch element (as diffusers)."""
-    if isinstance(generator, list):
-        return torch.cat([randn_like_cpu(like[i : i + 1], g) for i, g in enumerate(generator)])
-    device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
-
-
 def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
     """Imagen's dynamic thresholding (Saharia et al. 2022, Sec. 2.3): per sample, s = the ``ratio``
     quantile of |x_0| clamped to [1, max_value]; clip x_0 to [-s, s] and divide by s. Keeps a pixel-space
@@ -120,6 +112,16 @@ def _as_real(name: str, value: Any) -> float:
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
+
+
+def _check_same_shape(**tensors: Any) -> None:
+    """Two tensors of one shape, else a TypeError/ValueError naming them (``step``'s and ``add_noise``'s inputs)."""
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    (name_a, a), (name_b, b) = tensors.items()
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def _short(values: torch.Tensor) -> str:
@@ -200,7 +202,7 @@ class Scheduler:
         return self._internal_dict
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any):
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Scheduler:
         """Build from a diffusers scheduler config (any scheduler's: keys this sampler lacks are ignored,
         and keys left unset (None) take this sampler's own defaults)."""
         merged = {**dict(config), **overrides}
@@ -240,23 +242,13 @@ class Scheduler:
         """What every ``step`` checks first: set_timesteps was called (where needed), tensors of one
         shape, and a timestep of the current schedule."""
         self._check_ready()
-        for name, value in (("model_output", model_output), ("sample", sample)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output and sample must have the same shape, got {tuple(model_output.shape)} "
-                             f"and {tuple(sample.shape)}")
+        _check_same_shape(model_output=model_output, sample=sample)
         self.index_for_timestep(timestep)
 
     def _check_add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor,
                          timesteps: torch.Tensor | int) -> torch.Tensor:
         """Tensors of one shape and one timestep (or one per batch element); returns timesteps as (B,) or (1,)."""
-        for name, value in (("original_samples", original_samples), ("noise", noise)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if noise.shape != original_samples.shape:
-            raise ValueError(f"noise and original_samples must have the same shape, got {tuple(noise.shape)} "
-                             f"and {tuple(original_samples.shape)}")
+        _check_same_shape(noise=noise, original_samples=original_samples)
         if not isinstance(timesteps, (torch.Tensor, numbers.Real)) or isinstance(timesteps, bool):
             raise TypeError(f"timesteps must be a tensor or a number, got {type(timesteps).__name__}")
         t = torch.as_tensor(timesteps).flatten()
@@ -402,7 +394,7 @@ class DDPM(_AlphaBarScheduler):
                 variance = torch.clamp((1 - ab_s) / (1 - ab_t) * beta, min=1e-20)
             else:  # "fixed_large": beta, the upper bound (Ho et al. Sec. 3.2)
                 variance = beta
-            prev_sample = mean + variance**0.5 * randn_like_cpu(model_output, generator)
+            prev_sample = mean + variance**0.5 * randn_like(model_output, generator)
         out = SchedulerOutput(prev_sample, x0)
         return out if return_dict else tuple(out)
 
@@ -450,7 +442,7 @@ class DDIM(_AlphaBarScheduler):
         if eta > 0:
             if variance_noise is not None and generator is not None:
                 raise ValueError("pass either generator or variance_noise to DDIM.step, not both")
-            z = variance_noise if variance_noise is not None else randn_like_cpu(model_output, generator)
+            z = variance_noise if variance_noise is not None else randn_like(model_output, generator)
             prev_sample = prev_sample + sigma * z
         out = SchedulerOutput(prev_sample, x0)
         return out if return_dict else tuple(out)
@@ -570,7 +562,7 @@ class Euler(_SigmaScheduler):
         gamma = min(s_churn / (len(self.sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
         sigma_hat = sigma * (gamma + 1)
         if gamma > 0:
-            noise = randn_like_cpu(model_output, generator) * s_noise
+            noise = randn_like(model_output, generator) * s_noise
             sample = sample + noise * (sigma_hat**2 - sigma**2) ** 0.5
         x0 = self._x0(model_output, sample, sigma_hat if self.config.prediction_type == "epsilon" else sigma)
         d = (sample - x0) / sigma_hat  # dx/dsigma
@@ -610,7 +602,7 @@ class EulerAncestral(Euler):
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
         d = (sample - x0) / sigma
         prev_sample = sample + d * (sigma_down - sigma)
-        prev_sample = prev_sample + randn_like_cpu(model_output, generator) * sigma_up
+        prev_sample = prev_sample + randn_like(model_output, generator) * sigma_up
         self._step_index += 1
         out = SchedulerOutput(prev_sample.to(model_output.dtype), x0)
         return out if return_dict else tuple(out)
@@ -725,18 +717,26 @@ class DPMSolverPP(_SigmaScheduler):
         return alpha_t.reshape(shape) * original_samples + sigma_t.reshape(shape) * noise
 
 
-SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPM, "ddim": DDIM, "dpmsolver++": DPMSolverPP,
-                                          "euler": Euler, "euler_ancestral": EulerAncestral}
+#: The one table of samplers: the names ``scheduler=`` and ``--sampler`` take, and beside each the diffusers
+#: class it matches step for step (its ``diffusers_name``: what a diffusers ``scheduler_config.json`` says).
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "ddpm": DDPM,                        # DDPMScheduler
+    "ddim": DDIM,                        # DDIMScheduler
+    "dpm++": DPMSolverPP,                # DPMSolverMultistepScheduler
+    "euler": Euler,                      # EulerDiscreteScheduler
+    "euler_a": EulerAncestral,           # EulerAncestralDiscreteScheduler
+    "dpmsolver++": DPMSolverPP, "euler_ancestral": EulerAncestral, "euler-ancestral": EulerAncestral,  # aliases
+}
 
 
 def scheduler_class(name: str) -> type[Scheduler]:
-    """The sampler called ``name``: one of SCHEDULERS' keys or a diffusers class name
+    """The sampler called ``name``: a key of ``SCHEDULERS`` (any case) or a diffusers class name
     (``"DDIMScheduler"``, ``"DPMSolverMultistepScheduler"``, ...)."""
     by_diffusers = {cls.diffusers_name: cls for cls in SCHEDULERS.values()}
-    cls = SCHEDULERS.get(name.lower() if isinstance(name, str) else name) or by_diffusers.get(name)
+    cls = (SCHEDULERS.get(name.lower()) or by_diffusers.get(name)) if isinstance(name, str) else None
     if cls is None:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)} "
-                         f"or a diffusers name {sorted(by_diffusers)}")
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)} "
+                         f"or a diffusers name ({', '.join(by_diffusers)})")
     return cls
 
 

@@ -52,7 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VOCAB_PATH = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+from sdlearn import ASSETS_DIR
+
+VOCAB_PATH = ASSETS_DIR / "bpe_simple_vocab_16e6.txt.gz"
 START_TOKEN, END_TOKEN = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = 49152 - 256 - 2          # 48,894 merges: with 2 x 256 byte tokens and 2 specials, 49,408 ids
 MAX_LENGTH = 77                     # CLIP's context length: Stable Diffusion always feeds 77 tokens

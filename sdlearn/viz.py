@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -9,16 +10,49 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdlearn import ASSETS_DIR
 from sdlearn.data import to_pil
 
 ImageLike = Image.Image | torch.Tensor
 
 
-def save_figure(fig, name: str, folder: str | Path = "../images") -> None:
-    """Keep a notebook's figure as a PNG in ``folder`` (the repository's ``images/`` when the
-    notebook runs from ``notebooks/``); does nothing where that folder does not exist (e.g. Colab)."""
-    if Path(folder).is_dir():
-        fig.savefig(Path(folder) / name, dpi=80, bbox_inches="tight")
+FIGURES_ENV = "SDLEARN_FIGURES_DIR"   # set by tools/nb.py while it builds the series
+
+
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path | None:
+    """Keep a notebook's figure as a PNG ``name`` in ``folder``, or, by default, in the folder named
+    by the environment variable ``SDLEARN_FIGURES_DIR`` (tools/nb.py sets it to the repository's
+    ``images/`` while it builds the notebooks). Without either it does nothing, so a learner's run
+    never writes into the checkout; an explicit ``folder`` that does not exist is skipped too.
+    Returns the path written, or None."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str file name ending in .png, got {type(name).__name__}")
+    if not name.endswith(".png") or Path(name).name != name:
+        raise ValueError(f"name must be a file name ending in .png (no folder), got {name!r}")
+    if folder is None:
+        folder = os.environ.get(FIGURES_ENV)
+        if not folder:
+            return None
+        if not Path(folder).is_dir():
+            raise ValueError(f"${FIGURES_ENV} must name an existing directory, got {folder!r}")
+    elif not Path(folder).is_dir():
+        return None
+    path = Path(folder) / name
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    return path
+
+
+def packaged_figure(name: str) -> Path:
+    """The path of a figure or result file shipped inside sdlearn (``sdlearn/assets/figures/``),
+    e.g. a benchmark's stored plot that a notebook shows; found through the package, so it works
+    from a pip install as well as from the repository."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (a file name in sdlearn/assets/figures/), got {type(name).__name__}")
+    path = ASSETS_DIR / "figures" / name
+    if Path(name).name != name or not path.is_file():
+        known = sorted(p.name for p in (ASSETS_DIR / "figures").glob("*") if p.is_file())
+        raise ValueError(f"name must be one of the packaged figures {known}, got {name!r}")
+    return path
 
 
 def as_pil_list(images: ImageLike | Sequence[ImageLike]) -> list[Image.Image]:

@@ -1,5 +1,7 @@
 """Each notebook in notebooks/ is built from its source in notebooks/src/ (tools/nb.py): the cells
-learners read must be the cells the source holds, and every code cell must have been executed."""
+learners read must be the cells the source holds (with the generated badge, setup cell and image
+attachments), and every code cell must have been executed."""
+import base64
 import json
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import nb as nbtool  # noqa: E402
 
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+PROJECT = nbtool.read_project()
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
@@ -18,9 +21,10 @@ def test_notebook_matches_source(src):
     target = ROOT / "notebooks" / (src.stem + ".ipynb")
     assert target.exists(), f"{target.name} missing: run python tools/nb.py {src.relative_to(ROOT)}"
     cells = json.loads(target.read_text())["cells"]
-    want = nbtool.parse_cells(src.read_text())
-    got = [(c["cell_type"], "".join(c["source"])) for c in cells]
-    assert got == want, f"{target.name} is out of date with its source: rebuild it with tools/nb.py"
+    want = nbtool.source_cells(src, PROJECT)
+    got = [(c["cell_type"], "".join(c["source"]), c.get("attachments", {})) for c in cells]
+    assert got == want, (f"{target.name} is out of date with its source or pyproject.toml: rebuild it with "
+                         f"tools/nb.py (--keep-outputs when only the badge, setup cell or pictures changed)")
     for c in cells:
         if c["cell_type"] == "code":
             assert c.get("execution_count") is not None, f"{target.name} has an unexecuted cell"
@@ -51,3 +55,71 @@ def test_nbval_sanitizer_masks_round_off_only_after_difference_labels():
     for kept in ("alpha_bar_T = 4.04e-05", "eps=1e-05", "red 22/24", "PSNR 42.18 dB"):
         assert "ROUNDOFF" not in sanitize(kept)
     assert sanitize("took 9.1 s") == "took TIME"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_badge_setup_and_pictures_are_generated_not_typed(src):
+    """The home is named once (pyproject.toml); sources hold markers, the notebook the generated cells."""
+    text = src.read_text()
+    assert PROJECT.home not in text and "colab.research.google.com" not in text and "%pip" not in text
+    raw = nbtool.parse_cells(text)
+    assert nbtool.BADGE_TOKEN in raw[0][1] and raw[1] == ("code", nbtool.SETUP_TOKEN)
+    cells = json.loads((ROOT / "notebooks" / (src.stem + ".ipynb")).read_text())["cells"]
+    badge = f"colab.research.google.com/github/{PROJECT.github}/blob/v{PROJECT.version}/notebooks/{src.stem}.ipynb"
+    assert badge in "".join(cells[0]["source"])
+    setup = "".join(cells[1]["source"])
+    assert setup.startswith("# NBVAL_IGNORE_OUTPUT\n") and 'if "google.colab" in sys.modules:' in setup
+    assert f'%pip install -q "sdlearn[colab] @ git+{PROJECT.home}@v{PROJECT.version}"' in setup
+    for c in cells:   # a relative link does not resolve on Colab or from a pip install
+        assert c["cell_type"] != "markdown" or "](../" not in "".join(c["source"])
+
+
+def test_home_is_named_once_and_version_agrees():
+    import sdlearn
+
+    files = [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / "tools" / "nb.py", *SOURCES,
+             *(ROOT / "sdlearn").rglob("*.py")]
+    assert sum(f.read_text().count(PROJECT.home) for f in files) == 1
+    assert PROJECT.version == sdlearn.__version__
+
+
+def test_pictures_are_embedded_as_attachments():
+    cells = json.loads((ROOT / "notebooks" / "00_welcome.ipynb").read_text())["cells"]
+    pictures = [c for c in cells if c["cell_type"] == "markdown" and "attachment:00_sd_overview.png" in "".join(c["source"])]
+    assert len(pictures) == 1
+    png = base64.b64decode(pictures[0]["attachments"]["00_sd_overview.png"]["image/png"])
+    assert png == (ROOT / "images" / "00_sd_overview.png").read_bytes()
+
+
+def test_fork_rebuild_regenerates_setup_and_keeps_outputs(tmp_path):
+    """--keep-outputs after a change of home: new badge and setup cell, every stored output kept."""
+    import nbformat
+
+    src = ROOT / "notebooks" / "src" / "01_forward_noising.py"
+    stored = nbformat.read(ROOT / "notebooks" / "01_forward_noising.ipynb", as_version=4)
+    fork = nbtool.Project(home="https://github.com/a-teacher/sdlearn-fork", version=PROJECT.version)
+    nb = nbtool.build(src, fork)
+    assert nbtool.keep_outputs(nb, stored, "01", fork) == []            # only generated cells changed
+    assert "github/a-teacher/sdlearn-fork/blob/" in nb.cells[0].source
+    assert "git+https://github.com/a-teacher/sdlearn-fork@v" in nb.cells[1].source
+    assert [c.get("outputs") for c in nb.cells] == [c.get("outputs") for c in stored.cells]
+    assert any(c.get("outputs") for c in nb.cells)
+    code = [c for c in nb.cells if c.cell_type == "code"][2]
+    code.source += "\nprint('new')"                                     # a real code change is reported
+    assert nbtool.keep_outputs(nb, stored, "01", fork) == [code.id]
+    with pytest.raises(ValueError, match="added, removed"):
+        nbtool.keep_outputs(nb, nbformat.v4.new_notebook(), "01", fork)
+
+
+def test_project_home_must_be_a_github_repository(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\nversion = "1.0"\n[project.urls]\nHomepage = "https://gitlab.com/a/b"\n')
+    with pytest.raises(ValueError, match="Homepage must be a GitHub repository"):
+        nbtool.read_project(pyproject)
+    pyproject.write_text('[project]\nname = "x"\nversion = "1.0"\n[project.urls]\nHomepage = "https://github.com/a/b.git"\n')
+    assert nbtool.read_project(pyproject) == nbtool.Project("https://github.com/a/b", "1.0")
+
+
+def test_setup_marker_cell_must_be_empty():
+    with pytest.raises(ValueError, match="must be empty"):
+        nbtool.parse_cells("# %% [setup]\nimport os\n")

@@ -7,43 +7,20 @@ decode that stays below 1e-4 on images in [0, 1], far below one 8-bit grey level
 import numpy as np
 import pytest
 import torch
+from diffusers import (DPMSolverMultistepScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
+                       StableDiffusionPipeline)
 from PIL import Image
 
-diffusers = pytest.importorskip("diffusers")
-from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler,  # noqa: E402
-                       StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
-                       UNet2DConditionModel)
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
-from transformers import CLIPTokenizer as HFTokenizer  # noqa: E402
-
-from sdlearn import schedulers  # noqa: E402
-from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion  # noqa: E402
-from sdlearn.train.t2i import SCHEDULER_CONFIG  # noqa: E402
+from sdlearn import schedulers
+from sdlearn.configs import SCHEDULER_CONFIG
+from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
 
 ATOL = 1e-4
 
 
-def tiny_components(in_channels: int = 4, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=4,
-        norm_num_groups=16)
-    vae = AutoencoderKL(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
-                        sample_size=16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77))
-    return dict(unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(),
-                tokenizer=HFTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer"),
-                scheduler=DPMSolverMultistepScheduler.from_config(SCHEDULER_CONFIG),
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
 @pytest.fixture(scope="module")
-def pair():
-    theirs = StableDiffusionPipeline(**tiny_components())
+def pair(tiny_diffusers_parts):
+    theirs = StableDiffusionPipeline(**tiny_diffusers_parts())
     theirs.set_progress_bar_config(disable=True)
     ours = StableDiffusion.from_diffusers(theirs)
     ours.progress_bar = False
@@ -107,9 +84,8 @@ def test_image_to_image_matches_diffusers(pair):
 
 
 @pytest.mark.parametrize("in_channels", [4, 9])
-def test_inpaint_matches_diffusers(in_channels):
-    comps = tiny_components(in_channels=in_channels, seed=4)
-    theirs = StableDiffusionInpaintPipeline(**comps)
+def test_inpaint_matches_diffusers(tiny_diffusers_parts, in_channels):
+    theirs = StableDiffusionInpaintPipeline(**tiny_diffusers_parts(in_channels=in_channels, seed=4))
     theirs.set_progress_bar_config(disable=True)
     ours = StableDiffusion.from_diffusers(theirs)
     ours.progress_bar = False

@@ -80,8 +80,6 @@ def test_prompt_following_errors():
         evaluate.random_prompts(0)
 
 
-@pytest.mark.skipif(not (evaluate.Path(__file__).parents[1] / "sdlearn/assets/tiny/unet").exists(),
-                    reason="bundled tiny UNet not trained yet")
 def test_prompt_following_on_the_bundled_model_is_reproducible():
     from sdlearn.pipeline import StableDiffusion
 

@@ -1,9 +1,11 @@
 """sdlearn's samplers agree with diffusers' step for step, and swap into a diffusers pipeline.
 
-Tolerance: both sides compute in float32 with the same formulas, but not always in the same
-order (e.g. sqrt(ab) * x vs x * sqrt(ab)), so results may differ by a few ulps per step. Over at
-most 1000 steps that stays below 1e-5 relative; we allow rtol = atol = 2e-5 times the sample's
-scale (Euler's samples start at sigma_max ~ 14.6).
+Tolerances. The schedules (timesteps, sigmas, init_noise_sigma) are built by the same numpy/torch
+operations in the same dtypes as diffusers', so they must be *equal*, bit for bit. The steps use
+the same formulas, but not always in the same order (e.g. sqrt(ab) * x vs x * sqrt(ab)), so
+samples may differ by a few float32 ulps per step. Over at most 1000 steps that stays below 1e-5
+relative; we allow rtol = atol = 2e-5 times the sample's scale (Euler's samples start at
+sigma_max ~ 14.6).
 """
 from __future__ import annotations
 
@@ -52,11 +54,12 @@ def run_both(name: str, config: dict, n: int | None, begin: int = 0, step_kwargs
         ours.set_timesteps(n)
         theirs.set_timesteps(n)
         assert ours.timesteps.dtype == theirs.timesteps.dtype
-    # (diffusers' EulerAncestral starts with float64 timesteps; ours keep float32, which MPS can hold)
-    assert torch.allclose(ours.timesteps.double(), theirs.timesteps.double(), atol=1e-3), (ours.timesteps, theirs.timesteps)
-    if hasattr(theirs, "sigmas") and name in ("euler", "euler_ancestral", "dpmsolver++"):
-        assert torch.allclose(ours.sigmas, theirs.sigmas, rtol=1e-6), (ours.sigmas, theirs.sigmas)
-    assert abs(float(ours.init_noise_sigma) - float(theirs.init_noise_sigma)) < 1e-5
+    # the schedules are equal exactly (module docstring). diffusers' EulerAncestral starts with float64
+    # timesteps; ours keep float32, which MPS can hold, and hold the same values
+    assert torch.equal(ours.timesteps.double(), theirs.timesteps.double()), (ours.timesteps, theirs.timesteps)
+    if name in ("euler", "euler_ancestral", "dpmsolver++"):
+        assert torch.equal(ours.sigmas, theirs.sigmas), (ours.sigmas, theirs.sigmas)
+    assert float(ours.init_noise_sigma) == float(theirs.init_noise_sigma)
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     if begin:  # image-to-image: noise a clean sample to the begin-th timestep, skip the steps above it
         x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)
@@ -163,7 +166,19 @@ def test_config_roundtrip_both_ways(tmp_path):
     assert json.loads((tmp_path / "scheduler_config.json").read_text())["_class_name"] == "DPMSolverMultistepScheduler"
     loaded = diffusers.DPMSolverMultistepScheduler.from_pretrained(tmp_path)
     assert loaded.config.beta_end == 0.012 and loaded.config.use_karras_sigmas
-    assert S.scheduler_class("EulerDiscreteScheduler") is S.Euler and S.scheduler_class("ddim") is S.DDIM
+    assert S.scheduler_class("EulerDiscreteScheduler") is S.Euler and S.scheduler_class("DDIM") is S.DDIM
+
+
+def test_one_table_names_every_sampler_and_its_diffusers_class():
+    """SCHEDULERS names each sampler once by its short name (the comment beside it is its diffusers class),
+    and every name, alias or diffusers class name finds the class through scheduler_class."""
+    short = {"ddpm": "ddpm", "ddim": "ddim", "dpm++": "dpmsolver++", "euler": "euler", "euler_a": "euler_ancestral"}
+    for name, pair_name in short.items():
+        ours_cls, theirs_cls = PAIRS[pair_name]
+        assert S.SCHEDULERS[name] is ours_cls and ours_cls.diffusers_name == theirs_cls.__name__
+        assert S.scheduler_class(theirs_cls.__name__) is ours_cls
+    assert set(S.SCHEDULERS.values()) == {cls for cls, _ in PAIRS.values()}
+    assert all(S.scheduler_class(name) is cls for name, cls in S.SCHEDULERS.items())
 
 
 def test_defaults_are_diffusers_defaults():
@@ -377,46 +392,19 @@ def test_unsupported_options_are_refused():
 
 # --- inside a diffusers pipeline --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_parts(tmp_path_factory):
-    """Tiny random UNet / VAE / CLIP text model and an offline CLIP tokenizer (built once per module)."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4)
-    vae = diffusers.AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                                  norm_num_groups=4)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=600, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                                num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
-                                                eos_token_id=1, pad_token_id=1)).eval()
-    # a byte-level BPE vocabulary with no merges: every byte's printable stand-in is its own token
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in chars + [c + "</w>" for c in chars]:
-        vocab[c] = len(vocab)
-    tmp_path = tmp_path_factory.mktemp("tokenizer")
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tensors this small only lose time to threads spinning on a shared CPU
-    yield dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, safety_checker=None,
-               feature_extractor=None, requires_safety_checker=False)
-    torch.set_num_threads(threads)
+def parts(tiny_diffusers_parts):
+    return tiny_diffusers_parts()
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_diffusers_pipeline_accepts_ours(name, tiny_parts):
+@pytest.mark.usefixtures("one_thread")
+def test_diffusers_pipeline_accepts_ours(name, parts):
     """The same image from diffusers' StableDiffusionPipeline with our scheduler as with its own."""
     ours_cls, theirs_cls = PAIRS[name]
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     images = []
     for scheduler in (ours_cls.from_config(SD), theirs_cls.from_config(SD)):
-        pipe = diffusers.StableDiffusionPipeline(scheduler=scheduler, **tiny_parts)
+        pipe = diffusers.StableDiffusionPipeline(**(parts | {"scheduler": scheduler}))
         pipe.set_progress_bar_config(disable=True)
         out = pipe("a red circle", num_inference_steps=4, guidance_scale=5.0, height=16, width=16, latents=latents,
                    generator=torch.Generator().manual_seed(0), output_type="np")

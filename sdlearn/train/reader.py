@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     from sdlearn.weights import save_file  # sdlearn's one safetensors writer
 
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out / "shape_classifier.safetensors")
+    save_file(model, args.out / "shape_classifier.safetensors")
     (args.out / "config.json").write_text(json.dumps(
         {"width": args.width, "shapes": list(data.SHAPES), "crop": evaluate.CROP, "seed": args.seed,
          "steps": args.steps, "val_accuracy_clean": round(clean, 4), "val_accuracy_augmented": round(noisy, 4)},

@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sdlearn.data import BACKGROUND, COLORS, POSITIONS, SHAPES, SIZES, Attributes, render, to_tensor
+from sdlearn import ASSETS_DIR
 from sdlearn.device import get_device, seed_everything
+from sdlearn.evaluate import psnr
 from sdlearn.vae import DEFAULT_CONFIG, VAE
 
 #: The bundled Shapes VAE: f = 2**3 = 8, 4 latent channels.
@@ -56,7 +58,7 @@ class ShapesStream(torch.utils.data.Dataset):
     """``length`` Shapes renders (all shape/colour pairs: the VAE has no text to leak), item ``i``
     decided by ``(seed, i)``; small shapes with probability ``p_small``. Returns (image, attributes index)."""
 
-    def __init__(self, length: int, seed: int, p_small: float = 0.5):
+    def __init__(self, length: int, seed: int, p_small: float = 0.5) -> None:
         self.length, self.seed, self.p_small = length, seed, p_small
 
     def __len__(self) -> int:
@@ -92,30 +94,20 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, fg_weight: float =
     return loss + edge_weight * edges
 
 
-def psnr(x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image, for images in [-1, 1] (peak-to-peak 2):
-    10 log10(2^2 / MSE), the MSE optionally over ``mask`` pixels only. (B, 3, H, W) -> (B,)."""
-    se = (x_hat.clamp(-1, 1) - x).pow(2)                                          # (B, 3, H, W)
-    if mask is None:
-        mse = se.mean(dim=(1, 2, 3))
-    else:
-        mse = (se * mask).sum(dim=(1, 2, 3)) / (3 * mask.sum(dim=(1, 2, 3))).clamp_min(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
-
-
 @torch.no_grad()
 def evaluate(vae: VAE, images: torch.Tensor, batch_size: int = 100) -> dict[str, float]:
-    """PSNR (whole image and foreground only) and foreground-mask IoU of reconstructions."""
+    """Per-image PSNR (whole image, and the foreground only) and foreground-mask IoU of reconstructions,
+    each averaged over ``images``."""
     vae.eval()
     out = {"psnr": [], "psnr_fg": [], "iou": []}
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(vae.device)
         x_hat = vae(x).clamp(-1, 1)
-        fg, fg_hat = foreground(x, 0), foreground(x_hat, 0)
-        out["psnr"].append(psnr(x_hat, x))
-        out["psnr_fg"].append(psnr(x_hat, x, foreground(x)))
-        out["iou"].append((fg * fg_hat).sum(dim=(1, 2, 3)) / ((fg + fg_hat).clamp(max=1).sum(dim=(1, 2, 3))))
-    return {k: float(torch.cat(v).mean()) for k, v in out.items()}
+        fg, fg_hat, around = foreground(x, 0), foreground(x_hat, 0), foreground(x)
+        out["psnr"] += [psnr(x_hat[j:j + 1], x[j:j + 1]) for j in range(len(x))]
+        out["psnr_fg"] += [psnr(x_hat[j:j + 1], x[j:j + 1], around[j:j + 1]) for j in range(len(x))]
+        out["iou"] += ((fg * fg_hat).sum(dim=(1, 2, 3)) / (fg + fg_hat).clamp(max=1).sum(dim=(1, 2, 3))).tolist()
+    return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 @torch.no_grad()
@@ -200,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     fit = torch.stack([ShapesStream(2000, args.seed, args.p_small)[i] for i in range(2000)])
     vae.config["scaling_factor"] = round(1.0 / latent_std(vae, fit, args.seed), 5)
     metrics = evaluate(vae, held_out_images())
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "assets" / "tiny" / "vae"
+    out = Path(args.out) if args.out else ASSETS_DIR / "tiny" / "vae"
     vae.save_pretrained(out)
     summary = {"args": vars(args), "train_seconds": round(train_seconds, 1), "device": str(vae.device),
                "scaling_factor": vae.config["scaling_factor"], **{k: round(v, 4) for k, v in metrics.items()}}

@@ -1,4 +1,4 @@
-"""Draw the diagrams the notebooks show (matplotlib boxes and arrows): python images/make_diagrams.py"""
+"""Draw the diagrams the notebooks show (matplotlib boxes and arrows) into images/: python tools/make_diagrams.py"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+IMAGES = Path(__file__).resolve().parents[1] / "images"
 TEXT, DENOISE, VAE, DATA = "#cfe3ff", "#ffe2c2", "#d6f2d0", "#f2f2f2"
 
 
@@ -80,5 +80,5 @@ def sd_overview(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sd_overview(HERE / "00_sd_overview.png")
-    print("wrote", HERE / "00_sd_overview.png")
+    sd_overview(IMAGES / "00_sd_overview.png")
+    print("wrote", IMAGES / "00_sd_overview.png")
