@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 00 · Welcome: what Stable Diffusion is, and the world we will build it in
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/00_welcome.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -14,11 +14,7 @@
 #   that "does the model follow the prompt?" becomes a number;
 # * how to switch to the real Stable Diffusion weights on a GPU.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %% [markdown]
 # ## 1. Stable Diffusion in one picture

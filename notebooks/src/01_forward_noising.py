@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 01 · Forward noising: how a diffusion model destroys an image
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/01_forward_noising.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -11,11 +11,7 @@
 # 4. **Noise schedules** (linear, Stable Diffusion's scaled-linear, cosine) compared by how much signal they keep (ᾱ) and by their log signal-to-noise ratio, and where their "magic" constants come from.
 # 5. That `sdlearn.schedules` holds exactly this, and agrees with diffusers.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math

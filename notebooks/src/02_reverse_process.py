@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 · The reverse process: learning to remove noise
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/02_reverse_process.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -12,11 +12,7 @@
 # 4. A small pixel-space diffusion model on Shapes, sampled with **DDPM 1000 steps, DDIM 50 and DPM-Solver++ 20** from the same noise.
 # 5. Why pixel space does not scale to 512×512, by counting what one UNet call costs: the motivation for latents.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math
@@ -246,14 +242,15 @@ assert all(on_ring(final) > 0.8 for final, _ in paths.values())
 # %% [markdown]
 # ## 4. A pixel-space diffusion model on Shapes
 #
-# The same recipe on images: a small convolutional UNet (`sdlearn.train.pixel.PixelUNet`, 0.39 M parameters)
+# The same recipe on images: a small convolutional UNet (`sdlearn.toys.PixelUNet`, 0.39 M parameters)
 # predicts ε for 32×32 Shapes images. Here are a few live training steps, each exactly Eq. 14; the full run
 # (`python -m sdlearn train pixel --seed 0`, 10,000 steps of 128 images, EMA weights) took about 3 minutes on
 # a GPU, and its weights ship with sdlearn (1.6 MB).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from sdlearn.train.pixel import PixelUNet, load_pixel_model, shapes_images, train_step
+from sdlearn.toys import PixelUNet, load_pixel_model
+from sdlearn.train.pixel import shapes_images, train_step
 
 images = shapes_images(64, size=32, seed=0)  # (64, 3, 32, 32) in [-1, 1]
 fresh = PixelUNet()

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 03 · The variational autoencoder and the ELBO
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/03_vae_elbo.ipynb)
+# {{COLAB_BADGE}}
 #
 # Stable Diffusion does not denoise pixels: it denoises the **latent** of an autoencoder, a 64×64×4 tensor
 # instead of a 512×512×3 image, 48 times fewer numbers. This notebook builds that autoencoder's idea.
@@ -16,11 +16,7 @@
 # 6. Stable Diffusion's VAE: f = 8, 4 channels, where the scale factor 0.18215 comes from, and our bundled
 #    Shapes VAE (its latent channels, reconstructions, interpolation), plus how much detail each f keeps.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math
@@ -396,9 +392,10 @@ assert sigma_next < 0 < sigma_via_logvar
 # %%
 from diffusers import AutoencoderKL
 
-from sdlearn.vae import SD_VAE_CONFIG, VAE, DiagonalGaussian
+from sdlearn.configs import SD_VAE
+from sdlearn.vae import VAE, DiagonalGaussian
 
-config = {**SD_VAE_CONFIG, "block_out_channels": [16, 32, 32, 32], "norm_num_groups": 8}  # SD geometry, narrow
+config = {**SD_VAE, "block_out_channels": [16, 32, 32, 32], "norm_num_groups": 8}  # SD geometry, narrow
 torch.manual_seed(0)
 theirs = AutoencoderKL(**config).eval()
 ours = VAE.from_config(dict(theirs.config)).eval()
@@ -427,7 +424,7 @@ assert abs(by_hand - float(post_ours.kl())) < 1e-3 * max(1.0, by_hand)
 
 # %%
 with torch.device("meta"):
-    sd_vae = VAE.from_config(SD_VAE_CONFIG)
+    sd_vae = VAE.from_config(SD_VAE)
 n_params = sum(p.numel() for p in sd_vae.parameters())
 f_sd = sd_vae.downsample_factor
 print(f"SD VAE: {n_params / 1e6:.1f}M parameters, f = {f_sd}; 512x512x3 -> {512 // f_sd}x{512 // f_sd}x4, "
@@ -550,23 +547,25 @@ assert (path[0] - a[0]).abs().mean() < 0.02 and (path[-1] - b[0]).abs().mean() <
 # Inception distance between the set of reconstructions and the set of originals (lower is more realistic).
 # Its three autoencoders disagree between the two measures: VQGAN (f = 16) loses more pixels than DALL-E's f = 8
 # model yet looks far more real, because its adversarial loss keeps textures sharp where exact detail is gone.
-# (Our stored result, made on a GPU in about 5 minutes, is printed below the paper's when run from the repository.)
+# (Our stored result, made on a GPU in about 5 minutes, ships with sdlearn and is printed below the paper's.)
 
 # %%
 import json
 
+from sdlearn.viz import packaged_figure
+
 paper = [("LDM's own", 4, 27.4, 0.58), ("DALL-E", 8, 22.8, 32.01), ("VQGAN", 16, 19.9, 4.98)]
 for name, f_, db, rfid in paper:
     print(f"paper  f = {f_:>2} ({name:12s}): PSNR {db} dB, R-FID {rfid}")
-bench = Path("../images/03_photo_f.json")
-if bench.exists():
-    rows = json.loads(bench.read_text())
-    for r in rows:
-        print(f"ours   f = {r['f']:>2}: latent {r['latent']:>8}, compression {r['compression']:>3}x, "
-              f"held-out PSNR {r['psnr_held_out']} dB")
-    assert [r["psnr_held_out"] for r in rows] == sorted((r["psnr_held_out"] for r in rows), reverse=True)
-    fig = plt.figure(figsize=(14, 3.2))
-    plt.imshow(plt.imread("../images/03_photo_f.png")); plt.axis("off")
+rows = json.loads(packaged_figure("03_photo_f.json").read_text())   # written by benchmarks/bench_vae_photos.py
+for r in rows:
+    print(f"ours   f = {r['f']:>2}: latent {r['latent']:>8}, compression {r['compression']:>3}x, "
+          f"held-out PSNR {r['psnr_held_out']} dB")
+assert [r["psnr_held_out"] for r in rows] == sorted((r["psnr_held_out"] for r in rows), reverse=True)
+fig = plt.figure(figsize=(14, 3.2))
+plt.imshow(plt.imread(packaged_figure("03_photo_f.png")))
+plt.axis("off")
+plt.show()
 
 # %% [markdown]
 # ## Exercises

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 · From prompt to numbers: CLIP's tokenizer and text encoder
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/04_clip_text.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -13,11 +13,7 @@
 # 5. How CLIP is **trained** (a contrastive objective), with a tiny CLIP trained live and the bundled one's image-caption similarities.
 # 6. The **(B, 77, d)** output the UNet reads, and how text encoders grew: SD v1's CLIP ViT-L/14, SD v2's OpenCLIP ViT-H, the LDM paper's BERT-like encoder, and Imagen's lesson that bigger text encoders help.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math
@@ -390,7 +386,7 @@ plt.show()
 # fresh image encoder learns to point at the right captions.
 
 # %%
-from sdlearn.clip import TinyCLIP, contrastive_loss
+from sdlearn.toys import TinyCLIP, contrastive_loss
 from sdlearn.data import varied_caption
 from sdlearn.train.clip import caption_matches, render_pool, to_float, tokenize
 
@@ -427,7 +423,7 @@ assert losses[0] > 0.9 * math.log(64) and np.mean(losses[-10:]) < 0.5 * math.log
 # similarity matrix on eight fresh renders and their captions:
 
 # %%
-from sdlearn.clip import TINY_CLIP_DIR
+from sdlearn.toys import TINY_CLIP_DIR
 from sdlearn.data import Attributes, render, to_tensor
 
 clip = TinyCLIP.load(TINY_MODEL_DIR / "text_encoder", TINY_CLIP_DIR)
@@ -496,7 +492,7 @@ assert context.shape == (2, 77, text_encoder.config["hidden_size"])
 # (built here on the `meta` device: shapes only, no memory):
 
 # %%
-from sdlearn.clip import SD1_TEXT_CONFIG, SD2_TEXT_CONFIG
+from sdlearn.configs import CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT
 
 
 def n_params(config):
@@ -506,18 +502,18 @@ def n_params(config):
 
 encoders = {
     "tiny (this course)": (n_params(text_encoder.config), text_encoder.config["hidden_size"]),
-    "SD v1: CLIP ViT-L/14": (n_params(SD1_TEXT_CONFIG), 768),
-    "SD v2: OpenCLIP ViT-H\n(23 of 24 layers)": (n_params(SD2_TEXT_CONFIG), 1024),
+    "SD v1: CLIP ViT-L/14": (n_params(CLIP_VIT_L_TEXT), 768),
+    "SD v2: OpenCLIP ViT-H\n(23 of 24 layers)": (n_params(OPENCLIP_VIT_H_TEXT), 1024),
     "LDM paper: BERT-like,\ntrained from scratch": (None, 1280),
     "Imagen: T5-XXL encoder": (4.6e9, 4096),
 }
 for name, (n, d) in encoders.items():
     print(f"{name.replace(chr(10), ' '):45s} d = {d:5d}  params = {'?' if n is None else f'{n / 1e6:,.0f}M'}")
-assert round(n_params(SD1_TEXT_CONFIG) / 1e6) == 123 and round(n_params(SD2_TEXT_CONFIG) / 1e6) == 340
+assert round(n_params(CLIP_VIT_L_TEXT) / 1e6) == 123 and round(n_params(OPENCLIP_VIT_H_TEXT) / 1e6) == 340
 
 # %%
 # SD v1 output (B, 77, 768) vs SD v2 (B, 77, 1024): the UNet's cross-attention must be built for one.
-for label, config in [("SD v1", SD1_TEXT_CONFIG), ("SD v2", SD2_TEXT_CONFIG)]:
+for label, config in [("SD v1", CLIP_VIT_L_TEXT), ("SD v2", OPENCLIP_VIT_H_TEXT)]:
     with torch.device("meta"):
         out = CLIPTextEncoder.from_config(config)(torch.zeros(1, 77, dtype=torch.long, device="meta"))
     print(label, "context shape:", tuple(out.shape), "| activation:", config["hidden_act"],

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 05 · Attention: how words look at each other, and how pixels look at words
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/05_attention.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -14,11 +14,7 @@
 # 5. That the written-out formula, `sdlearn.attention`, PyTorch's fused kernel and diffusers all agree.
 # 6. **Where a pixel looks** in a caption: per-token attention heatmaps, with `capture_attention`.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import math

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 07 · Training latent diffusion: a text-to-image model on a CPU
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/07_training_latent_diffusion.ipynb)
+# {{COLAB_BADGE}}
 #
 # Every part is ready: a noise schedule (01), a denoiser and its loss (02), an autoencoder whose latents
 # are 48 times smaller than the pixels (03), a text encoder (04), cross-attention (05) and the UNet (06).
@@ -19,11 +19,7 @@
 # 5. **Caption dropout**: why 10% empty captions are what makes classifier-free guidance possible,
 #    and what guidance 1 vs 5 changes.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import copy
@@ -37,6 +33,7 @@ import torch.nn.functional as F
 
 from sdlearn import evaluate
 from sdlearn.clip import CLIPTextEncoder
+from sdlearn.configs import SCHEDULER_CONFIG
 from sdlearn.data import COLORS, SHAPES, ShapesDataset, caption
 from sdlearn.device import randn, seed_everything
 from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
@@ -161,7 +158,8 @@ print(f"live UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parame
 STEPS, BATCH, P_DROP, EMA_DECAY = 120, 32, 0.1, 0.95
 
 
-def training_step(gen: torch.Generator) -> float:
+def ldm_loss(unet, gen: torch.Generator) -> torch.Tensor:
+    """Steps 1-4: L_LDM on one random batch."""
     idx = torch.randint(N, (BATCH,), generator=gen)
     z0 = (mu[idx] + sigma[idx] * torch.randn(mu[idx].shape, generator=gen)) * stored   # (B, 4, 8, 8) ~ q(z|x)
     cap = caption_id[idx].clone()
@@ -170,14 +168,23 @@ def training_step(gen: torch.Generator) -> float:
     eps = torch.randn(z0.shape, generator=gen)                                        # (B, 4, 8, 8)
     z_t = a_bar[t].sqrt()[:, None, None, None] * z0 + (1 - a_bar[t]).sqrt()[:, None, None, None] * eps
     eps_hat = unet(z_t, t, states[cap])                                               # (B, 4, 8, 8)
-    loss = F.mse_loss(eps_hat, eps)                                                   # L_LDM on this batch
-    opt.zero_grad(set_to_none=True)
+    return F.mse_loss(eps_hat, eps)                                                   # L_LDM on this batch
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay: float) -> None:
+    """Step 5, second half: theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - decay)
+
+
+def training_step(gen: torch.Generator) -> float:
+    loss = ldm_loss(unet, gen)
+    opt.zero_grad(set_to_none=True)                                                   # step 5: AdamW ...
     loss.backward()
     torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
     opt.step()
-    with torch.no_grad():                                                             # EMA of the weights
-        for p_ema, p in zip(ema.parameters(), unet.parameters()):
-            p_ema.lerp_(p, 1 - EMA_DECAY)
+    update_ema(ema, unet, EMA_DECAY)                                                  # ... and the EMA
     return loss.item()
 
 
@@ -193,13 +200,30 @@ assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
 print(f"{STEPS} steps of batch {BATCH} in {train_seconds:.0f} s ({STEPS / train_seconds:.1f} steps/s)")
 
 # %% [markdown]
+# **sdlearn holds the same step.** The bundled trainer calls `sdlearn.train.t2i.training_step` (steps 1-4,
+# drawing from its generator in the same order) and `ema_update` (step 5's average); its `main` adds only
+# a learning-rate schedule, checkpoints and multi-GPU plumbing. Same batch, same loss; same average:
+
+# %%
+cache = {"mean": mu, "std": sigma, "states": states, "caption": caption_id, "scaling_factor": torch.tensor(stored)}
+with torch.no_grad():
+    loss_nb = ldm_loss(unet, torch.Generator().manual_seed(1))
+    loss_pkg = t2i.training_step(unet, cache, a_bar, BATCH, P_DROP, torch.Generator().manual_seed(1))
+torch.testing.assert_close(loss_nb, loss_pkg)
+ema_nb, ema_pkg = copy.deepcopy(ema), copy.deepcopy(ema)                   # after training: ema != unet
+update_ema(ema_nb, unet, EMA_DECAY)
+t2i.ema_update(ema_pkg, unet, EMA_DECAY)
+assert all(torch.equal(a, b) for a, b in zip(ema_nb.parameters(), ema_pkg.parameters()))
+print(f"notebook loss {loss_nb:.3f} == sdlearn.train.t2i.training_step {loss_pkg:.3f}; ema_update agrees too")
+
+# %% [markdown]
 # The same z_t, written with sdlearn's `q_sample`, is what the bundled trainer uses; both give the same numbers:
 
 # %%
 z0, eps, t = z0_all[:4], torch.randn(4, 4, 8, 8, generator=g), torch.tensor([0, 250, 500, 999])
 by_hand = a_bar[t].sqrt()[:, None, None, None] * z0 + (1 - a_bar[t]).sqrt()[:, None, None, None] * eps
 assert torch.allclose(by_hand, q_sample(z0, t, eps, a_bar), atol=1e-6)
-print("q_sample matches the formula; the trainer's schedule:", {k: t2i.SCHEDULER_CONFIG[k] for k in
+print("q_sample matches the formula; the trainer's schedule:", {k: SCHEDULER_CONFIG[k] for k in
       ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type")})
 
 # %% [markdown]
@@ -248,7 +272,7 @@ plt.show()
 # errors too): colour is the easiest attribute (it is most of each latent's energy), shape the hardest.
 
 # %%
-live = StableDiffusion(ema, vae, text_encoder, tokenizer, DPMSolverPP.from_config(t2i.SCHEDULER_CONFIG))
+live = StableDiffusion(ema, vae, text_encoder, tokenizer, DPMSolverPP.from_config(SCHEDULER_CONFIG))
 live.progress_bar = False
 prompts = [caption(s, c, "large", "center") for s, c in
            [("circle", "red"), ("square", "blue"), ("triangle", "green"), ("star", "yellow"), ("diamond", "purple"), ("square", "orange")]]
@@ -280,11 +304,13 @@ print("bundled:  ", *[f"{v:6.3f}" for v in bundled_per_t])
 assert np.mean(bundled_per_t) < np.mean(live_per_t)
 
 # %%
-train_loss = Path("../images/07_training_loss.png")   # drawn from the trainer's runs/t2i/loss.json
-if train_loss.exists():
-    from IPython.display import Image as IPImage, display
-    print("the bundled model's training loss (from runs/t2i/loss.json, written by the trainer):")
-    display(IPImage(filename=str(train_loss), width=520))
+from IPython.display import Image as IPImage, display
+
+from sdlearn.viz import packaged_figure
+
+train_loss = packaged_figure("07_training_loss.png")   # drawn from the trainer's runs/t2i/loss.json, shipped with sdlearn
+print("the bundled model's training loss (from runs/t2i/loss.json, written by the trainer):")
+display(IPImage(filename=str(train_loss), width=520))
 
 # %% [markdown]
 # ### A grid of prompts, read back
@@ -433,6 +459,6 @@ ctx = pipe.encode_prompt(["", "a red circle"])                         # (2, 77,
 with torch.no_grad():
     e_u, e_c = pipe.unet(torch.cat([z, z]), tt, ctx).chunk(2)
 assert torch.allclose(guide(e_u, e_c, 0.0), e_u) and torch.allclose(guide(e_u, e_c, 1.0), e_c)
-sched = DPMSolverPP.from_config(t2i.SCHEDULER_CONFIG)
+sched = DPMSolverPP.from_config(SCHEDULER_CONFIG)
 assert torch.allclose(pipe.predict_noise(z, tt, ctx, 3.0, sched), guide(e_u, e_c, 3.0), atol=1e-5)
 print("correct!")

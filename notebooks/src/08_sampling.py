@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 08 · Sampling: from a prompt to a picture, every step in view
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/08_sampling.ipynb)
+# {{COLAB_BADGE}}
 #
 # Notebook 07 trained a text-to-image model. Here we take it apart at sampling time: the whole sampler in
 # one short function, then every knob it has.
@@ -18,11 +18,7 @@
 # 6. **Cross-attention heatmaps**: where "red", "circle", "top" and "left" look, step by step.
 # 7. An interactive panel, and the same loop run on **diffusers'** components.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import time
@@ -33,10 +29,10 @@ import torch
 
 from sdlearn import evaluate
 from sdlearn.attention import attention_heatmaps, capture_attention
+from sdlearn.configs import SCHEDULER_CONFIG
 from sdlearn.data import Attributes
 from sdlearn.device import seed_everything
 from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
-from sdlearn.train.t2i import SCHEDULER_CONFIG
 from sdlearn.viz import image_grid, plot_attention_maps, save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable

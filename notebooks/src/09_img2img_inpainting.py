@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 09 · Image-to-image and inpainting: one sampler, three starting points
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/09_img2img_inpainting.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -17,11 +17,7 @@
 # 6. The **9 input channels** of Stable Diffusion's inpainting UNet, shape by shape, and how it was
 #    initialised from the 4-channel model.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import matplotlib.pyplot as plt
@@ -243,8 +239,10 @@ def show_strength(strength=0.6, prompt=edit_prompt, seed=0):
 # NBVAL_IGNORE_OUTPUT
 try:
     import ipywidgets as widgets
-    widgets.interact(show_strength, strength=widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05),
-                     prompt=widgets.Text(value=edit_prompt), seed=widgets.IntSlider(value=0, min=0, max=20))
+    widgets.interact(show_strength,
+                     strength=widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, continuous_update=False),
+                     prompt=widgets.Text(value=edit_prompt, continuous_update=False),
+                     seed=widgets.IntSlider(value=0, min=0, max=20, continuous_update=False))
 except ImportError:
     print("ipywidgets is not installed: call show_strength(...) yourself")
 

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 10 · Real Stable Diffusion: a GPU, real weights, loaded safely
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sdlearn/sdlearn/blob/main/notebooks/10_real_stable_diffusion.ipynb)
+# {{COLAB_BADGE}}
 #
 # **What you will learn**
 #
@@ -19,11 +19,7 @@
 # T4 GPU*), the cells below download the real weights (about 5 GB). Offline or without a GPU (as in
 # CI) real weights are unavailable, and **the same cells run on the tiny bundled Shapes model**.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-import sys
-if "google.colab" in sys.modules:  # on Colab: install sdlearn and its extras first
-    %pip install -q "sdlearn[notebooks] @ git+https://github.com/sdlearn/sdlearn"
+# %% [setup]
 
 # %%
 import io
