@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    set up .venv and open the series in JupyterLab   (make run-headless: execute every notebook)
-#   make test   set up .venv and run the whole test suite offline (unit tests + nbval over notebooks/)
+#   make test   set up .venv and run the whole test suite offline (unit tests + nbval over the solutions
+#               edition, notebooks/solutions/, which proves every exercise's answer)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH=$(CURDIR)/tests/offline
 
-.PHONY: setup run run-headless test unit nbval test-packaged refresh-notebooks test-browser clean
+.PHONY: setup run run-headless test unit nbval test-packaged refresh-notebooks test-browser book notebooks clean
 
 setup: $(STAMP)
 
@@ -28,13 +29,13 @@ run-headless: setup
 	HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --output-dir build/executed notebooks/[0-9]*.ipynb
 
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env --durations=15
+	$(OFFLINE) $(BIN)/python -m pytest -q tests notebooks/solutions --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env --durations=15
 
 unit: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q tests
 
 nbval: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env
+	$(OFFLINE) $(BIN)/python -m pytest -q notebooks/solutions --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env
 
 # The series from the package alone, as on Colab: the wheel installed into a fresh venv with the colab
 # extra and ipywidgets 7.7, only notebooks/*.ipynb copied into an empty folder, nbval there (about 15 min)
@@ -54,6 +55,18 @@ test-browser: setup
 	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(OFFLINE) $(BIN)/python -m pytest -q -s --tb=short --confcutdir=tests/browser tests/browser/check_widgets.py
+
+# Execute both editions of every notebook from notebooks/src/ (student: notebooks/, solutions:
+# notebooks/solutions/); figures are written to images/ only here
+notebooks: setup
+	$(BIN)/python tools/nb.py notebooks/src/[0-9]*.py
+
+# Both editions as a static HTML book with every figure inline, checked (build/book/index.html).
+# Formulas use Debian's MathJax (libjs-mathjax), installed when missing, so the book reads offline
+book: setup
+	test -f /usr/share/javascript/mathjax/MathJax.js || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjs-mathjax; }
+	$(BIN)/python tools/book.py --out build/book
 
 clean:
 	rm -rf $(VENV) build

@@ -16,12 +16,15 @@ SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
 PROJECT = nbtool.read_project()
 
 
-@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
-def test_notebook_matches_source(src):
-    target = ROOT / "notebooks" / (src.stem + ".ipynb")
+EDITIONS = [(src, edition) for src in SOURCES for edition in ("student", "solutions")]
+
+
+@pytest.mark.parametrize("src, edition", EDITIONS, ids=[f"{s.stem}-{e}" for s, e in EDITIONS])
+def test_notebook_matches_source(src, edition):
+    target = ROOT / nbtool.notebook_path(src.stem, edition)
     assert target.exists(), f"{target.name} missing: run python tools/nb.py {src.relative_to(ROOT)}"
     cells = json.loads(target.read_text())["cells"]
-    want = nbtool.source_cells(src, PROJECT)
+    want = nbtool.source_cells(src, PROJECT, edition)
     got = [(c["cell_type"], "".join(c["source"]), c.get("attachments", {})) for c in cells]
     assert got == want, (f"{target.name} is out of date with its source or pyproject.toml: rebuild it with "
                          f"tools/nb.py (--keep-outputs when only the badge, setup cell or pictures changed)")
@@ -32,8 +35,22 @@ def test_notebook_matches_source(src):
 
 
 def test_every_notebook_has_a_source():
-    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert notebooks == [s.stem for s in SOURCES]
+    for folder in (ROOT / "notebooks", ROOT / "notebooks" / "solutions"):
+        notebooks = sorted(p.stem for p in folder.glob("[0-9][0-9]_*.ipynb"))
+        assert notebooks == [s.stem for s in SOURCES], folder
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_student_edition_shows_no_solved_exercise(src):
+    """Every exercise is marked in the source; the student edition shows stubs and hints, never an
+    answer, and its check cells ran to "not yet" (the solutions edition proves each answer)."""
+    text = src.read_text()
+    assert "BEGIN SOLUTION" in text and "one possible solution" not in text
+    student = json.loads((ROOT / nbtool.notebook_path(src.stem, "student")).read_text())["cells"]
+    solved = json.loads((ROOT / nbtool.notebook_path(src.stem, "solutions")).read_text())["cells"]
+    out = lambda cells: "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))  # noqa: E731
+    assert "not yet" in out(student) and "correct!" not in out(student)
+    assert "correct!" in out(solved) and "not yet" not in out(solved)
 
 
 def test_nbval_sanitizer_masks_round_off_only_after_difference_labels():
@@ -98,7 +115,7 @@ def test_fork_rebuild_regenerates_setup_and_keeps_outputs(tmp_path):
     src = ROOT / "notebooks" / "src" / "01_forward_noising.py"
     stored = nbformat.read(ROOT / "notebooks" / "01_forward_noising.ipynb", as_version=4)
     fork = nbtool.Project(home="https://github.com/a-teacher/sdlearn-fork", version=PROJECT.version)
-    nb = nbtool.build(src, fork)
+    nb = nbtool.build(src, fork, "student")
     assert nbtool.keep_outputs(nb, stored, "01", fork) == []            # only generated cells changed
     assert "github/a-teacher/sdlearn-fork/blob/" in nb.cells[0].source
     assert "git+https://github.com/a-teacher/sdlearn-fork@v" in nb.cells[1].source

@@ -14,7 +14,8 @@ Generated at build time, never typed into a source, from pyproject.toml (the pro
 * a markdown image with a relative path, ``![alt](../images/x.png)``: embedded in the cell as an
   attachment, so that it shows on Colab and from a pip install, where ../images does not exist.
 
-    python tools/nb.py notebooks/src/01_forward_noising.py            # build + execute
+    python tools/nb.py notebooks/src/01_forward_noising.py            # build + execute both editions
+    python tools/nb.py --edition solutions notebooks/src/01_forward_noising.py
     python tools/nb.py --keep-outputs notebooks/src/*.py              # rebuild, keep stored outputs
     python tools/nb.py --no-execute notebooks/src/01_forward_noising.py   # build, no outputs
 
@@ -35,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from editions import EDITIONS, edition_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BADGE_TOKEN = "{{COLAB_BADGE}}"
@@ -103,9 +107,9 @@ def parse_cells(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def colab_badge(project: Project, notebook: str) -> str:
-    """The "Open in Colab" badge (markdown) of notebooks/<notebook>.ipynb at the release tag."""
-    url = f"https://colab.research.google.com/github/{project.github}/blob/v{project.version}/notebooks/{notebook}.ipynb"
+def colab_badge(project: Project, path: str) -> str:
+    """The "Open in Colab" badge (markdown) of the notebook at ``path`` (in the repository) at the release tag."""
+    url = f"https://colab.research.google.com/github/{project.github}/blob/v{project.version}/{path}"
     return f"[![Open In Colab]({COLAB_BADGE_SVG})]({url})"
 
 
@@ -130,15 +134,25 @@ def embed_images(markdown: str, folder: Path) -> tuple[str, dict]:
     return RELATIVE_IMAGE.sub(attach, markdown), attachments
 
 
-def source_cells(src: Path, project: Project | None = None) -> list[tuple[str, str, dict]]:
-    """The cells of the notebook built from ``src``: (kind, source, attachments), with the badge,
-    the setup cell and the embedded images generated."""
+def notebook_path(stem: str, edition: str) -> str:
+    """Where an edition's notebook lives, relative to the repository: the student edition in
+    notebooks/ (what learners open, and the badges point to), the solutions in notebooks/solutions/."""
+    return f"notebooks/{stem}.ipynb" if edition == "student" else f"notebooks/solutions/{stem}.ipynb"
+
+
+def source_cells(src: Path, project: Project | None = None, edition: str = "solutions") -> list[tuple[str, str, dict]]:
+    """The cells of ``edition``'s notebook built from ``src``: (kind, source, attachments), with
+    the exercise solutions kept or replaced by their stubs (tools/editions.py), the badge, the setup
+    cell and the embedded images generated. Cells an edition leaves empty are dropped."""
     project = project or read_project()
     cells = []
-    for kind, source in parse_cells(src.read_text()):
+    for n, (kind, source) in enumerate(parse_cells(src.read_text())):
+        source = edition_source(source, edition, where=f"{src.name}, cell {n}")
+        if not source.strip():
+            continue
         attachments = {}
         if kind == "markdown":
-            source = source.replace(BADGE_TOKEN, colab_badge(project, src.stem))
+            source = source.replace(BADGE_TOKEN, colab_badge(project, notebook_path(src.stem, edition)))
             source, attachments = embed_images(source, ROOT / "notebooks")   # links are written from notebooks/
         elif source == SETUP_TOKEN:
             source = setup_cell(project)
@@ -146,11 +160,11 @@ def source_cells(src: Path, project: Project | None = None) -> list[tuple[str, s
     return cells
 
 
-def build(src: Path, project: Project | None = None) -> nbformat.NotebookNode:
+def build(src: Path, project: Project | None = None, edition: str = "solutions") -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for i, (kind, source, attachments) in enumerate(source_cells(src, project)):
+    for i, (kind, source, attachments) in enumerate(source_cells(src, project, edition)):
         new = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         cell = new(source, id=f"cell-{i:03d}")   # stable ids: a rebuild changes no id
         if attachments:
@@ -179,7 +193,7 @@ def keep_outputs(nb: nbformat.NotebookNode, stored: nbformat.NotebookNode, name:
     return changed
 
 
-def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookNode:
+def execute(nb: nbformat.NotebookNode, folder: Path = ROOT / "notebooks", timeout: int = 600) -> nbformat.NotebookNode:
     from nbconvert.preprocessors import ExecutePreprocessor
 
     env_before = dict(os.environ)
@@ -187,7 +201,7 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookN
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     os.environ["SDLEARN_FIGURES_DIR"] = str(ROOT / "images")   # sdlearn.viz.save_figure writes only then
     try:
-        ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(ROOT / "notebooks")}})
+        ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(folder)}})
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -204,24 +218,29 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--keep-outputs", action="store_true",
                       help="build without executing, keeping every stored output (regenerates badge, setup "
                            "cell and attachments, e.g. after changing the project's home)")
+    ap.add_argument("--edition", choices=[*EDITIONS, "both"], default="both",
+                    help="student (notebooks/: stubs and hints), solutions (notebooks/solutions/) or both")
     args = ap.parse_args(argv)
     project = read_project()
+    editions = EDITIONS if args.edition == "both" else (args.edition,)
     for src in args.sources:
-        nb = build(src, project)
-        target = ROOT / "notebooks" / (src.stem + ".ipynb")
-        if args.keep_outputs:
-            if not target.exists():
-                raise ValueError(f"--keep-outputs: {target.relative_to(ROOT)} does not exist yet; execute it first")
-            changed = keep_outputs(nb, nbformat.read(target, as_version=4), target.name, project)
-            if changed:
-                print(f"{target.name}: code changed in {', '.join(changed)}; kept the old outputs there "
-                      f"(execute to refresh them)", file=sys.stderr)
-        elif not args.no_execute:
-            t0 = time.time()
-            execute(nb)
-            print(f"{src.name}: executed in {time.time() - t0:.1f} s", file=sys.stderr)
-        nbformat.write(nb, target)
-        print(f"wrote {target.relative_to(ROOT)}", file=sys.stderr)
+        for edition in editions:
+            nb = build(src, project, edition)
+            target = ROOT / notebook_path(src.stem, edition)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if args.keep_outputs:
+                if not target.exists():
+                    raise ValueError(f"--keep-outputs: {target.relative_to(ROOT)} does not exist yet; execute it first")
+                changed = keep_outputs(nb, nbformat.read(target, as_version=4), target.name, project)
+                if changed:
+                    print(f"{target.relative_to(ROOT)}: code changed in {', '.join(changed)}; kept the old outputs "
+                          f"there (execute to refresh them)", file=sys.stderr)
+            elif not args.no_execute:
+                t0 = time.time()
+                execute(nb, target.parent)
+                print(f"{src.name} ({edition}): executed in {time.time() - t0:.1f} s", file=sys.stderr)
+            nbformat.write(nb, target)
+            print(f"wrote {target.relative_to(ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -296,17 +296,26 @@ print("notebook, sdlearn and diffusers agree to within 1e-5")
 # %% [markdown]
 # ## Exercises
 #
-# **1.** For Stable Diffusion's schedule (`ab_sd`), at which step t (1-based) does the signal-to-noise
-# ratio first fall below 1, i.e. signal and noise have equal variance?
+# **1.** For Stable Diffusion's schedule (`ab_sd`), at which step t (counted from 1) does the
+# signal-to-noise ratio first fall below 0.1, i.e. the noise variance is ten times the signal's?
 
 # %%
-# your answer (one possible solution)
-answer_1 = int((schedules.snr(ab_sd) < 1).nonzero()[0]) + 1
+# BEGIN SOLUTION
+answer_1 = int((schedules.snr(ab_sd) < 0.1).nonzero()[0]) + 1
+# END SOLUTION
+# STUB: answer_1 = None   # an int: the first step t (counted from 1) with SNR < 0.1
 answer_1
 
 # %%
-assert answer_1 == int(torch.argmax((ab_sd < 0.5).int())) + 1
-print("correct!", answer_1)
+from sdlearn.exercises import check
+
+snr_sd = ab_sd / (1 - ab_sd)   # SNR = alpha_bar / (1 - alpha_bar), step t at index t - 1
+ok = check("Exercise 1", answer_1, expected=next(t for t in range(1, T + 1) if float(snr_sd[t - 1]) < 0.1),
+           hint="schedules.snr(ab_sd) is the SNR of every step; find the first index where it is below 0.1, "
+                "then remember that index 0 is step t = 1")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **2.** A noisy image x_t and the exact noise ε that made it are given. Invert Eq. 4 to recover x₀.
@@ -315,23 +324,38 @@ print("correct!", answer_1)
 # %%
 t2 = 600
 x_t = schedules.q_sample(x0_small[None], t2, eps[None], ab_sd)[0]
-# your answer (one possible solution)
+# BEGIN SOLUTION
 x0_recovered = (x_t - (1 - ab_sd[t2]).sqrt() * eps) / ab_sd[t2].sqrt()
+# END SOLUTION
+# STUB: x0_recovered = None   # a tensor shaped like x_t, from x_t, eps and ab_sd[t2]
 
 # %%
-assert torch.allclose(x0_recovered, x0_small, atol=1e-4)
-print("correct!")
+ok = check("Exercise 2", x0_recovered,
+           test=lambda x: torch.allclose(x, x0_small, atol=1e-4) or "that is not the image x_t was made from",
+           hint="Eq. 4 says x_t = sqrt(ab) x0 + sqrt(1 - ab) eps: solve it for x0")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3.** Using only the approximation log ᾱ_T ≈ −Σβ_t, what `beta_end` would a linear schedule starting at
 # β₁ = 10⁻⁴ need, over T = 1000 steps, so that ᾱ_T ≈ 10⁻⁶ (signal std 0.001)? Check it with `make_betas`.
 
 # %%
-# your answer (one possible solution): T (b1 + bT) / 2 = ln(1e6)  =>  bT = 2 ln(1e6) / T - b1
-answer_3 = 2 * math.log(1e6) / 1000 - 1e-4
+# BEGIN SOLUTION
+answer_3 = 2 * math.log(1e6) / 1000 - 1e-4     # T (b1 + bT) / 2 = ln(1e6)  =>  bT = 2 ln(1e6) / T - b1
+# END SOLUTION
+# STUB: answer_3 = None   # a float: beta_end
 answer_3
 
 # %%
-ab_end = float(schedules.alpha_bar(schedules.make_betas("linear", 1000, 1e-4, answer_3))[-1])
-assert 0.5e-6 < ab_end < 2e-6, ab_end
-print(f"correct! beta_end = {answer_3:.4f} gives alpha_bar_T = {ab_end:.2e}")
+def ends_near_1e6(beta_end):
+    ab_end = float(schedules.alpha_bar(schedules.make_betas("linear", 1000, 1e-4, beta_end))[-1])
+    return 0.5e-6 < ab_end < 2e-6 or f"with beta_end = {beta_end:.4g}, alpha_bar_T = {ab_end:.2e}, not about 1e-6"
+
+
+ok = check("Exercise 3", answer_3, test=ends_near_1e6,
+           hint="the betas of a linear ramp sum to T (beta_1 + beta_T) / 2; set that sum to ln(1e6)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
