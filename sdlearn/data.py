@@ -103,14 +103,19 @@ def render(shape: str, color: str, size: str, position: str, seed: int | None = 
         r *= rng.uniform(0.92, 1.08)
         angle = math.radians(rng.uniform(-8, 8))
         fill = fill + rng.uniform(-12, 12, size=3)
-    fill_rgb = tuple(int(v) for v in np.clip(fill, 0, 255))
     img = Image.new("RGB", (s, s), BACKGROUND)
-    draw = ImageDraw.Draw(img)
+    _draw(ImageDraw.Draw(img), shape, cx, cy, r, angle, fill)
+    return img.resize((image_size, image_size), Image.Resampling.BOX)
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
+          fill: np.ndarray) -> None:
+    """One filled shape of circumradius ``r`` centred at (cx, cy), on the supersampled canvas."""
+    fill_rgb = tuple(int(v) for v in np.clip(fill, 0, 255))
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill_rgb)
     else:
         draw.polygon(_polygon(shape, cx, cy, r, angle), fill=fill_rgb)
-    return img.resize((image_size, image_size), Image.Resampling.BOX)
 
 
 def caption(shape: str, color: str, size: str | None = None, position: str | None = None) -> str:
@@ -202,6 +207,174 @@ class ShapesDataset(torch.utils.data.Dataset):
                      image_size=self.image_size)
         text = varied_caption(a, rng) if self.varied else a.caption()
         return to_tensor(img), text
+
+
+# ---------------------------------------------------------------------- Shapes world 2: scenes
+#: How two objects of a scene relate; a caption names one, or joins them with "and".
+RELATIONS: tuple[str, ...] = ("to the left of", "to the right of", "above", "below")
+#: Plain backgrounds, none of them an object colour. "white" is the single-object world's background.
+BACKGROUNDS: tuple[str, ...] = ("white", "black", "gray")
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {"white": BACKGROUND, "black": (28, 28, 32), "gray": (128, 128, 124)}
+MIN_SEPARATION = IMAGE_SIZE / 4          # along a relation's axis, drawn centres differ by at least this
+_SLACK = 4.0                             # a drawn triangle's or star's centroid sits up to ~3 px off its centre
+_MARGIN = 2.0                            # pixels between two objects' circumcircles (no overlap)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object of a scene: what it is and where its centre is (pixels of the 64x64 image)."""
+    shape: str
+    color: str
+    size: str
+    x: float
+    y: float
+
+    @property
+    def radius(self) -> float:
+        return RADIUS[self.size]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One or two objects on a plain background; ``relation`` says how the first relates to the
+    second (one of RELATIONS, or "and" when the caption names no relation)."""
+    objects: tuple[SceneObject, ...]
+    background: str = "white"
+    relation: str = "and"
+
+    def caption(self, **leave_out: bool) -> str:
+        return scene_caption(self, **leave_out)
+
+
+def _check_relation(first: SceneObject, second: SceneObject, relation: str) -> bool:
+    """Whether ``first RELATION second`` holds unambiguously: centres a quarter-image apart on its
+    axis, with room for a drawn shape's centroid to sit a few pixels off its centre."""
+    dx, dy = second.x - first.x, second.y - first.y           # image y grows downwards
+    d = MIN_SEPARATION + _SLACK
+    return {"to the left of": dx >= d, "to the right of": -dx >= d, "above": dy >= d, "below": -dy >= d,
+            "and": True}[relation]
+
+
+def relation_holds(scene: Scene) -> bool:
+    """Two objects: the scene's relation holds unambiguously and they don't overlap."""
+    if len(scene.objects) == 1:
+        return True
+    a, b = scene.objects
+    apart = math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius + _MARGIN
+    return apart and _check_relation(a, b, scene.relation)
+
+
+def random_scene(rng: np.random.Generator, n_objects: int | None = None, holdout: bool = True) -> Scene:
+    """A random scene of one or two objects (``n_objects`` None: either, equally likely) on a
+    random background; two objects get a random relation (or "and") that their places satisfy.
+    With ``holdout`` no object is a (shape, colour) pair in HELD_OUT."""
+    n = int(rng.integers(1, 3)) if n_objects is None else n_objects
+    if n not in (1, 2):
+        raise ValueError(f"n_objects must be 1 or 2 (or None); got {n_objects!r}")
+    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+
+    def thing() -> tuple[str, str, str]:
+        a = random_attributes(rng, holdout)
+        return a.shape, a.color, a.size
+    if n == 1:
+        shape, color, size = thing()
+        cx, cy = position_center(POSITIONS[rng.integers(len(POSITIONS))])
+        return Scene((SceneObject(shape, color, size, cx, cy),), background)
+    relation = (*RELATIONS, "and")[rng.integers(len(RELATIONS) + 1)]
+    (s1, c1, z1), (s2, c2, z2) = thing(), thing()
+    while True:                                               # rejection sampling: ~3 tries on average
+        lo1, lo2 = RADIUS[z1] + 1, RADIUS[z2] + 1
+        a = SceneObject(s1, c1, z1, *rng.uniform(lo1, IMAGE_SIZE - lo1, size=2))
+        b = SceneObject(s2, c2, z2, *rng.uniform(lo2, IMAGE_SIZE - lo2, size=2))
+        scene = Scene((a, b), background, relation)
+        if relation_holds(scene):
+            return scene
+
+
+def render_scene(scene: Scene, seed: int | None = None, image_size: int = IMAGE_SIZE) -> Image.Image:
+    """Draw a scene; the same scene and seed always give the same pixels. With a seed each object
+    gets the single-object world's jitter in size, rotation and tint (not in place: places are the
+    scene's)."""
+    _check("background", scene.background, BACKGROUNDS)
+    if not 1 <= len(scene.objects) <= 2:
+        raise ValueError(f"a scene has 1 or 2 objects; got {len(scene.objects)}")
+    rng = np.random.default_rng(seed) if seed is not None else None
+    s = image_size * _SUPERSAMPLE
+    scale = _SUPERSAMPLE * image_size / IMAGE_SIZE
+    img = Image.new("RGB", (s, s), BACKGROUND_RGB[scene.background])
+    draw = ImageDraw.Draw(img)
+    for o in scene.objects:
+        for name, value, allowed in (("shape", o.shape, SHAPES), ("color", o.color, COLORS), ("size", o.size, SIZES)):
+            _check(name, value, allowed)
+        r, angle, fill = o.radius * scale, 0.0, np.array(RGB[o.color], dtype=float)
+        if rng is not None:
+            r *= rng.uniform(0.92, 1.08)
+            angle = math.radians(rng.uniform(-8, 8))
+            fill = fill + rng.uniform(-12, 12, size=3)
+        _draw(draw, o.shape, o.x * scale, o.y * scale, r, angle, fill)
+    return img.resize((image_size, image_size), Image.Resampling.BOX)
+
+
+def _noun_phrase(o: SceneObject, size: bool, color: bool, shape: bool) -> str:
+    words = ["a"] + ([o.size] if size else []) + ([o.color] if color else []) + [o.shape if shape else "shape"]
+    return " ".join(words)
+
+
+def scene_caption(scene: Scene, size: bool = True, color: bool = True, shape: bool = True,
+                  relation: bool = True, background: bool = True) -> str:
+    """The caption of a scene, e.g. ``"a small red circle to the left of a large blue square on a
+    black background"``; each keyword ``False`` leaves that attribute out (it then varies).
+    A single object reads as the single-object world does, without its place:
+    ``"a large red circle on a gray background"``."""
+    phrases = [_noun_phrase(o, size, color, shape) for o in scene.objects]
+    text = phrases[0]
+    if len(phrases) == 2:
+        joiner = scene.relation if (relation and scene.relation != "and") else "and"
+        text = f"{phrases[0]} {joiner} {phrases[1]}"
+    if background:
+        text += f" on a {scene.background} background"
+    return text
+
+
+def varied_scene_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A scene caption that leaves attributes out at random, so that an unnamed attribute comes to
+    mean "any": sizes often, the background half the time, colour or shape now and then."""
+    return scene_caption(scene, size=rng.random() < 0.5, color=rng.random() < 0.85,
+                         shape=rng.random() < 0.9, relation=rng.random() < 0.9,
+                         background=rng.random() < 0.5)
+
+
+class SceneDataset(torch.utils.data.Dataset):
+    """``length`` captioned scenes (Shapes world 2); item ``i`` is the same for the same ``seed``.
+
+    Returns ``(image, caption)``, image a (3, 64, 64) tensor in [-1, 1]; ``dataset.scene(i)`` tells
+    what item ``i`` shows. ``two_objects`` is the fraction of two-object scenes (a curriculum can
+    raise it from 0)."""
+
+    def __init__(self, length: int = 10_000, seed: int = 0, two_objects: float = 0.5,
+                 holdout: bool = True, varied: bool = True):
+        if not 0.0 <= two_objects <= 1.0:
+            raise ValueError(f"two_objects must be a fraction in [0, 1]; got {two_objects!r}")
+        self.length, self.seed, self.two_objects = length, seed, two_objects
+        self.holdout, self.varied = holdout, varied
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, i, 2])
+
+    def scene(self, i: int) -> Scene:
+        rng = self._rng(i)
+        return random_scene(rng, 2 if rng.random() < self.two_objects else 1, self.holdout)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        rng = self._rng(i)
+        scene = random_scene(rng, 2 if rng.random() < self.two_objects else 1, self.holdout)
+        img = render_scene(scene, seed=int(rng.integers(2**31)))
+        return to_tensor(img), (varied_scene_caption(scene, rng) if self.varied else scene.caption())
 
 
 PHOTOS = ("chelsea", "astronaut", "coffee", "grace_hopper")

@@ -1,0 +1,107 @@
+"""Shapes world 2: scenes of one or two objects, their captions, and the relation they state."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from sdlearn import data
+from sdlearn.data import (BACKGROUNDS, COLORS, RELATIONS, SHAPES, SIZES, Scene, SceneDataset, SceneObject,
+                          random_scene, relation_holds, render_scene, scene_caption)
+
+NOUN = rf"a(?: (?:{'|'.join(SIZES)}))?(?: (?:{'|'.join(COLORS)}))? (?:{'|'.join(SHAPES)}|shape)"
+GRAMMAR = re.compile(rf"^{NOUN}(?: (?:{'|'.join(RELATIONS)}|and) {NOUN})?(?: on a (?:{'|'.join(BACKGROUNDS)}) background)?$")
+
+
+def test_vocabulary():
+    assert RELATIONS == ("to the left of", "to the right of", "above", "below")
+    assert len(BACKGROUNDS) >= 3 and not set(BACKGROUNDS) & set(COLORS)
+    rgb = list(data.BACKGROUND_RGB.values())
+    for bg in rgb:   # every background far from every object colour (no object vanishes into it)
+        assert min(np.abs(np.subtract(bg, c)).sum() for c in data.RGB.values()) > 120
+
+
+def test_render_is_deterministic_and_seeded():
+    scene = random_scene(np.random.default_rng(3), 2)
+    a, b = np.asarray(render_scene(scene, seed=1)), np.asarray(render_scene(scene, seed=1))
+    assert np.array_equal(a, b) and a.shape == (64, 64, 3)
+    assert not np.array_equal(a, np.asarray(render_scene(scene, seed=2)))
+
+
+def object_pixels(scene: Scene, k: int) -> np.ndarray:
+    """Where object k is drawn: render it alone (untinted) and compare with the background."""
+    alone = Scene((scene.objects[k],), scene.background)
+    img = np.asarray(render_scene(alone)).astype(int)
+    return np.abs(img - np.array(data.BACKGROUND_RGB[scene.background])).sum(-1) > 60
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_objects_never_overlap_and_the_relation_is_unambiguous(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        scene = random_scene(rng, 2)
+        assert relation_holds(scene)
+        m0, m1 = object_pixels(scene, 0), object_pixels(scene, 1)
+        assert m0.any() and m1.any() and not (m0 & m1).any()
+        (y0, x0), (y1, x1) = [np.argwhere(m).mean(0) for m in (m0, m1)]
+        axis = {"to the left of": x1 - x0, "to the right of": x0 - x1, "above": y1 - y0, "below": y0 - y1}
+        if scene.relation != "and":     # measured on the drawn pixels, not on the scene's numbers
+            assert axis[scene.relation] >= 64 / 4, (scene, axis)
+
+
+def test_every_relation_and_background_occurs():
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng, 2) for _ in range(300)]
+    assert {s.relation for s in scenes} == {*RELATIONS, "and"}
+    assert {s.background for s in scenes} == set(BACKGROUNDS)
+
+
+def test_captions_follow_the_grammar_and_leave_out_what_they_are_told():
+    scene = Scene((SceneObject("circle", "red", "small", 10, 30), SceneObject("square", "blue", "large", 50, 30)),
+                  "black", "to the left of")
+    assert scene_caption(scene) == "a small red circle to the left of a large blue square on a black background"
+    assert scene_caption(scene, size=False, background=False) == "a red circle to the left of a blue square"
+    assert scene_caption(scene, relation=False, background=False) == "a small red circle and a large blue square"
+    assert scene_caption(scene, color=False, size=False, background=False) == "a circle to the left of a square"
+    assert scene_caption(scene, shape=False, size=False, background=False) == "a red shape to the left of a blue shape"
+    one = Scene((SceneObject("star", "green", "large", 32, 32),), "gray")
+    assert scene_caption(one) == "a large green star on a gray background"
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        text = data.varied_scene_caption(random_scene(rng), rng)
+        assert GRAMMAR.match(text), text
+
+
+def test_relation_holds_rejects_wrong_places():
+    a, b = SceneObject("circle", "red", "small", 10, 30), SceneObject("square", "blue", "small", 50, 30)
+    assert relation_holds(Scene((a, b), relation="to the left of"))
+    assert not relation_holds(Scene((a, b), relation="to the right of"))
+    assert not relation_holds(Scene((a, b), relation="above"))
+    close = SceneObject("square", "blue", "small", 20, 30)                     # 10 px apart: overlap
+    assert not relation_holds(Scene((a, close), relation="and"))
+
+
+def test_dataset_is_reproducible_and_mixes_one_and_two_objects():
+    ds = SceneDataset(64, seed=0, two_objects=0.5)
+    x, text = ds[5]
+    x2, text2 = ds[5]
+    assert torch.equal(x, x2) and text == text2 and x.shape == (3, 64, 64) and -1 <= x.min() <= x.max() <= 1
+    counts = [len(ds.scene(i).objects) for i in range(64)]
+    assert 10 < counts.count(2) < 54
+    assert all(len(SceneDataset(8, two_objects=0.0).scene(i).objects) == 1 for i in range(8))
+    for i in range(64):   # no HELD_OUT (shape, colour) pair is ever drawn
+        assert all((o.shape, o.color) not in data.HELD_OUT for o in ds.scene(i).objects)
+
+
+@pytest.mark.parametrize("bad, error, needle", [
+    (dict(background="pink"), ValueError, "background"),
+    (dict(objects=()), ValueError, "1 or 2 objects"),
+    (dict(objects=(SceneObject("hexagon", "red", "small", 30, 30),)), ValueError, "shape"),
+    (dict(objects=(SceneObject("circle", "teal", "small", 30, 30),)), ValueError, "color"),
+])
+def test_bad_scenes_name_the_attribute(bad, error, needle):
+    scene = Scene(**({"objects": (SceneObject("circle", "red", "small", 30, 30),)} | bad))
+    with pytest.raises(error, match=needle):
+        render_scene(scene)
+    with pytest.raises(ValueError, match="n_objects"):
+        random_scene(np.random.default_rng(0), 3)
