@@ -217,7 +217,7 @@ BACKGROUNDS: tuple[str, ...] = ("white", "black", "gray")
 BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {"white": BACKGROUND, "black": (28, 28, 32), "gray": (128, 128, 124)}
 MIN_SEPARATION = IMAGE_SIZE / 4          # along a relation's axis, drawn centres differ by at least this
 _SLACK = 4.0                             # a drawn triangle's or star's centroid sits up to ~3 px off its centre
-_MARGIN = 2.0                            # pixels between two objects' circumcircles (no overlap)
+_MARGIN = 4.0                            # pixels between two objects' circumcircles: no overlap, even jittered
 
 
 @dataclass(frozen=True)
@@ -247,12 +247,15 @@ class Scene:
 
 
 def _check_relation(first: SceneObject, second: SceneObject, relation: str) -> bool:
-    """Whether ``first RELATION second`` holds unambiguously: centres a quarter-image apart on its
-    axis, with room for a drawn shape's centroid to sit a few pixels off its centre."""
+    """Whether ``first RELATION second`` holds unambiguously: centres a quarter-image apart on the
+    relation's axis (with room for a drawn shape's centroid to sit a few pixels off its centre),
+    and further apart on that axis than on the other, so that no other relation describes it too."""
+    if relation == "and":
+        return True
     dx, dy = second.x - first.x, second.y - first.y           # image y grows downwards
-    d = MIN_SEPARATION + _SLACK
-    return {"to the left of": dx >= d, "to the right of": -dx >= d, "above": dy >= d, "below": -dy >= d,
-            "and": True}[relation]
+    along, across = {"to the left of": (dx, dy), "to the right of": (-dx, dy), "above": (dy, dx),
+                     "below": (-dy, dx)}[relation]
+    return along >= MIN_SEPARATION + _SLACK and along > abs(across) + _SLACK
 
 
 def relation_holds(scene: Scene) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -329,3 +330,117 @@ def prompt_following(pipe, attributes: Sequence[Attributes], seed: int = 0, batc
     seconds = time.perf_counter() - start
     acc = attribute_accuracy(read, attributes)
     return {**acc, "n": len(attributes), "seconds_per_image": seconds / len(attributes), "read": read}
+
+
+# ---------------------------------------------------------------------------------------------
+# scenes (Shapes world 2): one or two objects on a plain background
+
+
+@dataclass(frozen=True)
+class SceneReading:
+    """What ``read_scene`` finds in one image: the background's name and each object's shape,
+    colour and size with its centre (x, y) in pixels, largest object first."""
+    background: str
+    objects: tuple[tuple[Attributes, float, float], ...]   # (attributes, x, y); attributes.position unused
+
+    def find(self, shape: str | None, color: str | None) -> int | None:
+        """Index of the first object with this shape and colour (None = any), or None."""
+        for k, (a, _, _) in enumerate(self.objects):
+            if (shape is None or a.shape == shape) and (color is None or a.color == color):
+                return k
+        return None
+
+
+def read_background(bg: torch.Tensor) -> list[str]:
+    """Name background colours (B, 3) in [-1, 1] by the nearest of ``data.BACKGROUNDS``."""
+    palette = torch.tensor([data.BACKGROUND_RGB[b] for b in data.BACKGROUNDS], dtype=torch.float32) / 127.5 - 1
+    return [data.BACKGROUNDS[i] for i in torch.cdist(bg, palette).argmin(dim=1).tolist()]
+
+
+def _components(mask: np.ndarray, min_area: int) -> list[np.ndarray]:
+    """Connected regions (8-neighbour) of a boolean (H, W) mask with at least ``min_area`` pixels,
+    largest first. A flood fill small enough to read: Shapes images have at most a few regions."""
+    H, W = mask.shape
+    seen = np.zeros_like(mask)
+    regions = []
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if seen[y0, x0]:
+            continue
+        stack, pixels = [(y0, x0)], []
+        seen[y0, x0] = True
+        while stack:
+            y, x = stack.pop()
+            pixels.append((y, x))
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    v, u = y + dy, x + dx
+                    if 0 <= v < H and 0 <= u < W and mask[v, u] and not seen[v, u]:
+                        seen[v, u] = True
+                        stack.append((v, u))
+        if len(pixels) >= min_area:
+            region = np.zeros_like(mask)
+            region[tuple(np.array(pixels).T)] = True
+            regions.append(region)
+    return sorted(regions, key=lambda r: -int(r.sum()))
+
+
+@torch.no_grad()
+def read_scene(images: torch.Tensor | Sequence[Image.Image], max_objects: int = 3,
+               min_area: int = 12) -> list[SceneReading]:
+    """Read a scene: the background, then each object (a connected region of pixels that differ
+    from it). Each object is cut out, recomposed on the single-object world's background at the
+    image centre, and read by ``read_attributes`` (so one shape reader serves both worlds); its
+    centre is the coverage-weighted centroid in the scene. ``images`` as in ``read_attributes``."""
+    x = to_batch(images)
+    _, _, bg = foreground(x)                                            # (B, 3) background colour
+    white = torch.tensor(data.BACKGROUND, dtype=torch.float32) / 127.5 - 1
+    readings = []
+    for b, name in enumerate(read_background(bg)):
+        d = (x[b] - bg[b][:, None, None]).norm(dim=0)                   # (H, W) distance from background
+        regions = _components((d > 0.25).numpy(), min_area)[:max_objects]
+        cutouts, centres = [], []
+        for region in regions:
+            near = torch.from_numpy(region)[None, None].float()
+            near = F.max_pool2d(near, 3, stride=1, padding=1)[0, 0] > 0  # the region and its anti-aliased rim
+            core = (d >= 0.7 * d[near].max()) & near
+            fg = x[b][:, core].mean(dim=1)                               # (3,) the object's colour
+            alpha = ((x[b] - bg[b][:, None, None]).norm(dim=0) / (fg - bg[b]).norm().clamp_min(1e-3)).clamp(0, 1)
+            alpha = alpha * near                                         # (H, W) coverage of this object only
+            cx, cy = centroid_and_radius(alpha[None])[0][0].tolist()      # (1, 2) -> x, y in pixels
+            shift = (round(data.IMAGE_SIZE / 2 - cy), round(data.IMAGE_SIZE / 2 - cx))
+            a = torch.roll(alpha, shifts=shift, dims=(0, 1))             # centred, as a single-object render
+            cutouts.append(a * fg[:, None, None] + (1 - a) * white[:, None, None])   # (3, H, W)
+            centres.append((cx, cy))
+        attrs = read_attributes(torch.stack(cutouts)) if cutouts else []
+        readings.append(SceneReading(name, tuple((a, cx, cy) for a, (cx, cy) in zip(attrs, centres))))
+    return readings
+
+
+def read_relation(first: tuple[float, float], second: tuple[float, float]) -> str:
+    """The relation of object ``first`` (x, y) to ``second`` along the axis where they differ most."""
+    dx, dy = second[0] - first[0], second[1] - first[1]
+    if abs(dx) >= abs(dy):
+        return "to the left of" if dx > 0 else "to the right of"
+    return "above" if dy > 0 else "below"
+
+
+def scene_correct(reading: SceneReading, scene: data.Scene, check_size: bool = False) -> dict[str, bool]:
+    """Whether an image read as ``reading`` shows ``scene``: ``objects`` (exactly the asked number
+    of objects, each with the asked shape and colour, and size with ``check_size``), ``relation``
+    (the first object relates to the second as asked, along the axis where they differ most; true
+    for "and" and one object), ``background``, and ``all``. Identical objects may match either way."""
+    from itertools import permutations
+
+    def fits(a: Attributes, o: data.SceneObject) -> bool:
+        return a.shape == o.shape and a.color == o.color and (not check_size or a.size == o.size)
+    n = len(scene.objects)
+    matches = [p for p in permutations(range(len(reading.objects)), n)
+               if all(fits(reading.objects[k][0], o) for k, o in zip(p, scene.objects))]
+    objects = bool(matches) and len(reading.objects) == n
+    relation = True
+    if n == 2 and scene.relation != "and":
+        relation = objects and any(read_relation(reading.objects[i][1:], reading.objects[j][1:]) == scene.relation
+                                   for i, j in matches)
+    background = reading.background == scene.background
+    return {"objects": objects, "relation": relation, "background": background,
+            "all": objects and relation and background}

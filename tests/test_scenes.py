@@ -105,3 +105,34 @@ def test_bad_scenes_name_the_attribute(bad, error, needle):
         render_scene(scene)
     with pytest.raises(ValueError, match="n_objects"):
         random_scene(np.random.default_rng(0), 3)
+
+
+# ---------------------------------------------------------------- the attribute reader on scenes
+def test_the_reader_reads_unseen_scene_renders_exactly():
+    """Background, each object's shape, colour and size, and the relation, on 120 renders it never
+    saw (benchmarks/bench_reader.py measures 500: 100% each)."""
+    from sdlearn.evaluate import read_scene, scene_correct
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2024)
+    scenes = [random_scene(rng, 1 + (k % 3 > 0), holdout=False) for k in range(120)]
+    readings = read_scene([render_scene(s, seed=50_000 + k) for k, s in enumerate(scenes)])
+    wrong = [(s.caption(), r) for s, r in zip(scenes, readings) if not scene_correct(r, s, check_size=True)["all"]]
+    assert wrong == []
+    assert {len(r.objects) for r in readings} == {1, 2}
+
+
+def test_scene_correct_catches_each_kind_of_error():
+    from sdlearn.evaluate import read_scene, scene_correct
+
+    red_left = Scene((SceneObject("circle", "red", "large", 14, 32), SceneObject("square", "blue", "large", 50, 32)),
+                     "gray", "to the left of")
+    reading = read_scene(render_scene(red_left))[0]
+    assert scene_correct(reading, red_left) == {"objects": True, "relation": True, "background": True, "all": True}
+    swapped = Scene((SceneObject("circle", "blue", "large", 14, 32), SceneObject("square", "red", "large", 50, 32)),
+                    "gray", "to the left of")                                    # attribute leakage
+    assert not scene_correct(reading, swapped)["objects"]
+    assert not scene_correct(reading, Scene(red_left.objects, "gray", "to the right of"))["relation"]
+    assert not scene_correct(reading, Scene(red_left.objects, "black", "and"))["background"]
+    neglected = read_scene(render_scene(Scene(red_left.objects[:1], "gray")))[0]  # object neglect
+    assert not scene_correct(neglected, red_left)["objects"]
