@@ -84,6 +84,7 @@ class Attention(nn.Module):
         self.fast = True                              # fused SDPA kernel; False: the written-out formula
         self.captured: list[torch.Tensor] | None = None  # set by capture_attention()
         self.capture_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.capture_grad = False                     # keep captured maps in the autograd graph
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, N, query_dim), context: (B, M, context_dim) or None (self-attention) -> (B, N, query_dim)."""
@@ -99,7 +100,7 @@ class Attention(nn.Module):
         else:
             out, probs = scaled_dot_product_attention(q, k, v)  # probs: (B, heads, N, M)
             if self.captured is not None:
-                probs = probs.detach()
+                probs = probs if self.capture_grad else probs.detach()
                 self.captured.append(self.capture_fn(probs) if self.capture_fn else probs)
         out = merge_heads(out.to(dtype))                  # (B, heads, N, dim_head) -> (B, N, heads*dim_head)
         return self.to_out[1](self.to_out[0](out))        # (B, N, heads*dim_head) -> (B, N, d_e)
@@ -107,8 +108,8 @@ class Attention(nn.Module):
 
 @contextlib.contextmanager
 def capture_attention(model: nn.Module, kind: str = "cross", average_heads: bool = False,
-                      to_cpu: bool = False, layers: Callable[[str], bool] | None = None
-                      ) -> Iterator[dict[str, list[torch.Tensor]]]:
+                      to_cpu: bool = False, layers: Callable[[str], bool] | None = None,
+                      keep_grad: bool = False) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record attention probabilities of every ``Attention`` layer in ``model`` while inside the block.
 
     Yields a dict ``{layer_name: [probs, ...]}`` filled as the model runs, one entry per forward call
@@ -119,6 +120,8 @@ def capture_attention(model: nn.Module, kind: str = "cross", average_heads: bool
     kind: "cross" (text tokens, the default), "self" or "all". average_heads: store (B, 1, N, M) means
     over heads (saves memory over many steps). to_cpu: move each map to the CPU as it is recorded.
     layers: optional predicate on the layer name choosing which layers to record.
+    keep_grad: keep the maps in the autograd graph (for a loss on attention, as Attend-and-Excite's);
+    by default they are detached.
     Memory: a cross-attention map holds B*heads*H*W*T floats (SD 1.5 at 64x64 latents: 20 MB per
     layer and step for B=2); self-attention maps hold (H*W)^2 per head, so record those sparingly.
     """
@@ -137,11 +140,11 @@ def capture_attention(model: nn.Module, kind: str = "cross", average_heads: bool
         raise ValueError(f"model has no {kind!r} attention layers to capture")
     try:
         for name, m in chosen:
-            m.captured, m.capture_fn = maps.setdefault(name, []), reduce
+            m.captured, m.capture_fn, m.capture_grad = maps.setdefault(name, []), reduce, keep_grad
         yield maps
     finally:
         for _, m in chosen:
-            m.captured, m.capture_fn = None, None
+            m.captured, m.capture_fn, m.capture_grad = None, None, False
 
 
 def attention_heatmaps(maps: dict[str, list[torch.Tensor]], size: tuple[int, int],

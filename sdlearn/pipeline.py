@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from sdlearn import ASSETS_DIR
 from sdlearn import schedulers as ours
+from sdlearn.attend_excite import DEFAULT_SCALE as DEFAULT_EXCITE_SCALE
+from sdlearn.attend_excite import Excite, excite_step, subject_tokens
 from sdlearn.device import Generators, get_device, randn
 
 TINY_MODEL_DIR: Path = ASSETS_DIR / "tiny"
@@ -203,15 +205,24 @@ class StableDiffusion:
                       height: int | None = None, width: int | None = None, seed: int | None = None,
                       generator: Generators = None, latents: torch.Tensor | None = None,
                       scheduler: Any = None, output_type: str = "pil",
-                      callback: Callback | None = None) -> Output:
+                      callback: Callback | None = None, attend_and_excite: Sequence[str] | None = None,
+                      attend_and_excite_steps: int | None = None,
+                      attend_and_excite_scale: float = DEFAULT_EXCITE_SCALE) -> Output:
         """Generate one image per prompt. Returns a list of PIL images (``output_type="pil"``),
         a (B, 3, H, W) tensor in [0, 1] (``"pt"``), a (B, H, W, 3) array in [0, 1] (``"np"``) or
         the final latents (``"latent"``). ``latents`` is the initial standard-normal noise z_T
         (before ``init_noise_sigma``). ``generator`` may be a list, one per prompt: item i is then
         the image the single run with generator i gives. ``callback(i, t, latents)`` runs after
-        every step."""
+        every step.
+
+        ``attend_and_excite``: words of the prompt (e.g. ``["circle", "square"]``) whose
+        cross-attention Attend-and-Excite strengthens (Chefer et al. 2023; ``sdlearn.attend_excite``)
+        by nudging the latents during the first ``attend_and_excite_steps`` steps (default: half of
+        them), step size ``attend_and_excite_scale``. Off (None) by default."""
         run = self._prepare(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
                             generator, scheduler, output_type, callback)
+        if attend_and_excite is not None:
+            run.excite = self._check_excite(run, attend_and_excite, attend_and_excite_steps, attend_and_excite_scale)
         height, width = self._check_size(height, width)
         shape = (run.batch, self.unet.config["out_channels"], height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
@@ -293,6 +304,9 @@ class StableDiffusion:
         whatever the task does after each step."""
         warned = False
         for i, t in enumerate(tqdm(timesteps, disable=not self.progress_bar, desc="denoising")):
+            if run.excite is not None and i < run.excite.steps:       # Attend-and-Excite: nudge z_t first
+                z, _ = excite_step(self.unet, z, t, run.context[-run.batch:], run.excite, i,
+                                   run.scheduler.scale_model_input)
             eps = self.predict_noise(z, t, run.context, run.guidance_scale, run.scheduler, extra)
             z = run.scheduler.step(eps, t, z, generator=run.generator, return_dict=False)[0]
             if after_step is not None:
@@ -322,7 +336,19 @@ class StableDiffusion:
         generator = _check_generator(seed, generator, len(prompts))
         scheduler = copy.deepcopy(self.scheduler if scheduler is None else _check_scheduler(scheduler, self.scheduler))
         context = self._context(prompts, negatives, guidance_scale)            # (2B or B, 77, d)
-        return _Run(len(prompts), context, scheduler, generator, steps, guidance_scale, output_type, callback)
+        return _Run(len(prompts), context, scheduler, generator, steps, guidance_scale, output_type, callback,
+                    prompts)
+
+    def _check_excite(self, run: "_Run", words: Any, steps: Any, scale: Any) -> Excite:
+        """Attend-and-Excite's arguments -> the token positions to excite in each prompt."""
+        if isinstance(words, str) or not isinstance(words, (list, tuple)) or not words \
+                or not all(isinstance(w, str) and w.strip() for w in words):
+            raise TypeError(f"attend_and_excite must be a non-empty list of words of the prompt, e.g. "
+                            f"['circle', 'square']; got {words!r}")
+        steps = max(1, run.steps // 2) if steps is None else _check_int("attend_and_excite_steps", steps, 1, run.steps)
+        scale = _check_real("attend_and_excite_scale", scale, 0.0, 1000.0)
+        found = [subject_tokens(self.tokenizer, p, words) for p in run.prompts]
+        return Excite(tuple(t for t, _ in found), tuple(e for _, e in found), steps, scale)
 
     def _context(self, prompts: list[str], negatives: list[str], guidance_scale: float) -> torch.Tensor:
         cond = self.encode_prompt(prompts)                                    # (B, 77, d)
@@ -491,6 +517,8 @@ class _Run:
     guidance_scale: float
     output_type: str
     callback: Callback | None
+    prompts: list[str]
+    excite: Excite | None = None     # Attend-and-Excite, when asked for
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
