@@ -136,3 +136,17 @@ def test_scene_correct_catches_each_kind_of_error():
     assert not scene_correct(reading, Scene(red_left.objects, "black", "and"))["background"]
     neglected = read_scene(render_scene(Scene(red_left.objects[:1], "gray")))[0]  # object neglect
     assert not scene_correct(neglected, red_left)["objects"]
+
+
+def test_the_vae_trainer_streams_scenes_and_finds_their_foreground():
+    from sdlearn.train.vae import ScenesStream, ShapesStream, foreground
+
+    stream = ScenesStream(40, seed=0)
+    x = torch.stack([stream[i] for i in range(40)])
+    assert torch.equal(x[7], ScenesStream(40, seed=0)[7])                     # decided by (seed, i)
+    corners = x[:, :, 0, 0]                                                   # (40, 3) top-left pixels
+    assert (corners.mean(1) < -0.5).any() and (corners.mean(1) > 0.5).any()   # dark and light backgrounds
+    fg = foreground(x, 0, own_background=True)[:, 0]                          # (40, 64, 64)
+    assert (fg.flatten(1).mean(1) < 0.5).all() and (fg.flatten(1).sum(1) > 20).all()   # objects, not backgrounds
+    plain = torch.stack([ShapesStream(8, seed=0)[i] for i in range(8)])       # the single-object world: same mask
+    assert torch.equal(foreground(plain, 1, own_background=True), foreground(plain, 1))

@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sdlearn.data import BACKGROUND, COLORS, POSITIONS, SHAPES, SIZES, Attributes, render, to_tensor
 from sdlearn import ASSETS_DIR
+from sdlearn.data import (BACKGROUND, COLORS, POSITIONS, SHAPES, SIZES, Attributes, random_scene, render,
+                          render_scene, to_tensor)
 from sdlearn.device import get_device, seed_everything
 from sdlearn.evaluate import psnr
 from sdlearn.vae import DEFAULT_CONFIG, VAE
@@ -75,17 +76,45 @@ class ShapesStream(torch.utils.data.Dataset):
         return to_tensor(render(a.shape, a.color, a.size, a.position, seed=render_seed))
 
 
-def foreground(x: torch.Tensor, dilate: int = 1) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> (B, 1, H, W) mask of pixels that differ from the background,
-    grown by ``dilate`` pixels so the anti-aliased rim counts as foreground."""
-    fg = ((x - _BG.to(x)).abs().amax(dim=1, keepdim=True) > 0.05).float()  # (B, 1, H, W)
+class ScenesStream(ShapesStream):
+    """Shapes world 2 for the VAE: with probability ``p_scene`` a scene of one or two objects on a
+    random background (``sdlearn.data.random_scene``), otherwise a single-object render as
+    ``ShapesStream``; item ``i`` decided by ``(seed, i)``."""
+
+    def __init__(self, length: int, seed: int, p_small: float = 0.5, p_scene: float = 0.75) -> None:
+        super().__init__(length, seed, p_small)
+        self.p_scene = p_scene
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, i, 3])
+        if rng.random() >= self.p_scene:
+            return super().__getitem__(i)
+        scene = random_scene(rng, holdout=False)
+        return to_tensor(render_scene(scene, seed=int(rng.integers(2**31))))
+
+
+STREAMS = {"shapes": ShapesStream, "scenes": ScenesStream}
+
+
+def border_background(x: torch.Tensor) -> torch.Tensor:
+    """Each image's background colour (B, 3, 1, 1): the median of its outermost pixels."""
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)   # (B, 3, 4W)
+    return border.median(dim=2).values[:, :, None, None]
+
+
+def foreground(x: torch.Tensor, dilate: int = 1, own_background: bool = False) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 1, H, W) mask of pixels that differ from the background
+    (the single-object world's, or with ``own_background`` each image's border colour), grown by
+    ``dilate`` pixels so the anti-aliased rim counts as foreground."""
+    bg = border_background(x) if own_background else _BG.to(x)
+    fg = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.05).float()  # (B, 1, H, W)
     return F.max_pool2d(fg, 2 * dilate + 1, stride=1, padding=dilate) if dilate else fg
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, fg_weight: float = 20.0,
-                        edge_weight: float = 1.0) -> torch.Tensor:
+                        edge_weight: float = 1.0, own_background: bool = False) -> torch.Tensor:
     """Foreground-weighted (L1 + MSE) plus an edge (finite-difference L1) term; a scalar."""
-    w = 1.0 + (fg_weight - 1.0) * foreground(x)                                   # (B, 1, H, W)
+    w = 1.0 + (fg_weight - 1.0) * foreground(x, own_background=own_background)    # (B, 1, H, W)
     err = x_hat - x
     loss = (w * (err.abs() + err.pow(2))).mean()
     dx = lambda t: t[..., :, 1:] - t[..., :, :-1]                                # noqa: E731  (B, 3, H, W-1)
@@ -95,7 +124,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, fg_weight: float =
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, images: torch.Tensor, batch_size: int = 100) -> dict[str, float]:
+def evaluate(vae: VAE, images: torch.Tensor, batch_size: int = 100, own_background: bool = False) -> dict[str, float]:
     """Per-image PSNR (whole image, and the foreground only) and foreground-mask IoU of reconstructions,
     each averaged over ``images``."""
     vae.eval()
@@ -103,7 +132,8 @@ def evaluate(vae: VAE, images: torch.Tensor, batch_size: int = 100) -> dict[str,
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(vae.device)
         x_hat = vae(x).clamp(-1, 1)
-        fg, fg_hat, around = foreground(x, 0), foreground(x_hat, 0), foreground(x)
+        fg, fg_hat = foreground(x, 0, own_background), foreground(x_hat, 0, own_background)
+        around = foreground(x, 1, own_background)
         out["psnr"] += [psnr(x_hat[j:j + 1], x[j:j + 1]) for j in range(len(x))]
         out["psnr_fg"] += [psnr(x_hat[j:j + 1], x[j:j + 1], around[j:j + 1]) for j in range(len(x))]
         out["iou"] += ((fg * fg_hat).sum(dim=(1, 2, 3)) / (fg + fg_hat).clamp(max=1).sum(dim=(1, 2, 3))).tolist()
@@ -123,8 +153,9 @@ def latent_std(vae: VAE, images: torch.Tensor, seed: int, batch_size: int = 100)
 def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e-3, kl_weight: float = 1e-6,
           fg_weight: float = 20.0, edge_weight: float = 1.0, p_small: float = 0.6,
           config: dict[str, Any] | None = None, device: str | None = None, workers: int = 0,
-          log_every: int = 100) -> tuple[VAE, list[dict[str, float]]]:
-    """Train a VAE on Shapes renders; returns (vae, log). Deterministic for a seed on one device."""
+          log_every: int = 100, world: str = "shapes") -> tuple[VAE, list[dict[str, float]]]:
+    """Train a VAE on Shapes renders (``world="scenes"``: Shapes world 2); returns (vae, log).
+    Deterministic for a seed on one device."""
     gen = seed_everything(seed)
     dev = get_device(device)
     if dev.type == "cuda":  # same seed, same weights: no autotuned (nondeterministic) conv algorithms
@@ -135,7 +166,8 @@ def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e
     # linear warm-up, then cosine decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    data = torch.utils.data.DataLoader(ShapesStream(steps * batch_size, seed, p_small), batch_size=batch_size,
+    scenes = world == "scenes"
+    data = torch.utils.data.DataLoader(STREAMS[world](steps * batch_size, seed, p_small), batch_size=batch_size,
                                        num_workers=workers, persistent_workers=workers > 0)
     n_pixels = 3 * 64 * 64
     log, t0 = [], time.time()
@@ -144,7 +176,7 @@ def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e
         x = x.to(dev)
         posterior = vae.encode(x)
         x_hat = vae.decode(posterior.sample(gen))
-        rec = reconstruction_loss(x_hat, x, fg_weight, edge_weight)
+        rec = reconstruction_loss(x_hat, x, fg_weight, edge_weight, own_background=scenes)
         kl = posterior.kl().mean() / n_pixels          # per-pixel scale, as the reconstruction term
         loss = rec + kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -158,9 +190,9 @@ def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e
     return vae.eval(), log
 
 
-def held_out_images(n: int = 500, seed: int = 10_000) -> torch.Tensor:
+def held_out_images(n: int = 500, seed: int = 10_000, world: str = "shapes") -> torch.Tensor:
     """``n`` renders from a seed stream training never uses (training uses ``--seed`` < 10000)."""
-    ds = ShapesStream(n, seed, p_small=0.5)
+    ds = STREAMS[world](n, seed, p_small=0.5)
     return torch.stack([ds[i] for i in range(n)])
 
 
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes rendering images")
     p.add_argument("--out", default=None, help="output folder (default: the bundled sdlearn/assets/tiny/vae)")
+    p.add_argument("--world", choices=sorted(STREAMS), default="shapes",
+                   help="shapes: one object on white (the bundled VAE); scenes: Shapes world 2, one or two "
+                        "objects on white, black or gray")
     args = p.parse_args(argv)
     if args.seed >= 10_000:
         raise ValueError(f"--seed must be < 10000 (seeds >= 10000 are held-out evaluation renders); got {args.seed}")
@@ -187,11 +222,11 @@ def main(argv: list[str] | None = None) -> None:
               "down_block_types": ["DownEncoderBlock2D"] * n_blocks, "up_block_types": ["UpDecoderBlock2D"] * n_blocks}
     t0 = time.time()
     vae, log = train(args.seed, args.steps, args.batch_size, args.lr, args.kl_weight, args.fg_weight,
-                     args.edge_weight, args.p_small, config, args.device, args.workers)
+                     args.edge_weight, args.p_small, config, args.device, args.workers, world=args.world)
     train_seconds = time.time() - t0
-    fit = torch.stack([ShapesStream(2000, args.seed, args.p_small)[i] for i in range(2000)])
+    fit = torch.stack([STREAMS[args.world](2000, args.seed, args.p_small)[i] for i in range(2000)])
     vae.config["scaling_factor"] = round(1.0 / latent_std(vae, fit, args.seed), 5)
-    metrics = evaluate(vae, held_out_images())
+    metrics = evaluate(vae, held_out_images(world=args.world), own_background=args.world == "scenes")
     out = Path(args.out) if args.out else ASSETS_DIR / "tiny" / "vae"
     vae.save_pretrained(out)
     summary = {"args": vars(args), "train_seconds": round(train_seconds, 1), "device": str(vae.device),
