@@ -77,3 +77,10 @@ def test_ema_update_moves_a_decay_share_towards_the_model():
     t2i.ema_update(ema, model, 0.9)
     for b, p_ema, p in zip(before, ema.parameters(), model.parameters()):
         torch.testing.assert_close(p_ema, 0.9 * b + 0.1 * p)
+
+
+def test_the_trainer_runs_on_scenes(model_dir, tmp_path):
+    """--world scenes caches Shapes world 2 (one or two objects, any background) in its own file."""
+    state = _train(model_dir, tmp_path / "scenes", "--world", "scenes", "--two-objects", "1.0")
+    assert any(k.startswith("unet.") for k in state)
+    assert list((tmp_path / "scenes").glob("cache_*_scenes1.safetensors"))

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from sdlearn import ASSETS_DIR
 from sdlearn.configs import SCHEDULER_CONFIG
-from sdlearn.data import ShapesDataset
+from sdlearn.data import SceneDataset, ShapesDataset
 from sdlearn.device import seed_everything
 from sdlearn.schedules import alpha_bar, make_betas, q_sample
 from sdlearn.weights import load_file, save_file
@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--num-images", type=int, default=20_000, help="training renders (latents cached)")
     ap.add_argument("--caption-dropout", type=float, default=0.1, help="share of empty captions (for CFG)")
+    ap.add_argument("--world", choices=("shapes", "scenes"), default="shapes",
+                    help="shapes: one object per image (the bundled model); scenes: Shapes world 2 (needs a "
+                         "--model-dir whose VAE and text encoder were trained on scenes)")
+    ap.add_argument("--two-objects", type=float, default=0.6, help="with --world scenes: share of two-object scenes")
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
     ap.add_argument("--channels", default="64,128,128")
     ap.add_argument("--layers-per-block", type=int, default=1)
@@ -86,7 +90,10 @@ def cache_dataset(args: argparse.Namespace, device: torch.device) -> dict[str, t
     vae = VAE.from_pretrained(args.model_dir / "vae").to(device).eval()
     text_encoder = CLIPTextEncoder.from_pretrained(args.model_dir / "text_encoder").to(device).eval()
     tokenizer = CLIPTokenizer()
-    data = ShapesDataset(args.num_images, seed=args.seed, holdout=True, varied=True)
+    if getattr(args, "world", "shapes") == "scenes":       # Shapes world 2: one or two objects, any background
+        data = SceneDataset(args.num_images, seed=args.seed, two_objects=args.two_objects, holdout=True, varied=True)
+    else:
+        data = ShapesDataset(args.num_images, seed=args.seed, holdout=True, varied=True)
     means, stds, captions = [], [], []
     for start in tqdm(range(0, len(data), 500), desc="caching latents"):
         items = [data[i] for i in range(start, min(start + 500, len(data)))]
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
     args.run_dir.mkdir(parents=True, exist_ok=True)
 
-    cache_path = args.run_dir / f"cache_seed{args.seed}_n{args.num_images}.safetensors"
+    world = "" if args.world == "shapes" else f"_scenes{args.two_objects:g}"
+    cache_path = args.run_dir / f"cache_seed{args.seed}_n{args.num_images}{world}.safetensors"
     if cache_path.exists():
         cache = load_file(cache_path)
     else:
