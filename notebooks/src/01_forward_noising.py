@@ -10,6 +10,30 @@
 # 3. Why we never run that chain in practice: a **closed form** jumps from the clean image x₀ to any step t in one go, and we check numerically that both give the same distribution.
 # 4. **Noise schedules** (linear, Stable Diffusion's scaled-linear, cosine) compared by how much signal they keep (ᾱ) and by their log signal-to-noise ratio, and where their "magic" constants come from.
 # 5. That `sdlearn.schedules` holds exactly this, and agrees with diffusers.
+#
+# **Symbols used in notebooks 01 and 02**
+#
+# | symbol | meaning |
+# |---|---|
+# | T | number of noising steps (1000 here and in Stable Diffusion) |
+# | t | a step, counted **1, …, T** as in Ho et al. 2020 (see the convention below) |
+# | x₀ | a clean data point (an image scaled to [−1, 1]) |
+# | x_t | the data after t noising steps; x_T is (almost) pure noise |
+# | ε | standard Gaussian noise, ε ~ N(0, I); ε_θ(x_t, t) is a network's prediction of it |
+# | β_t | the variance of the noise added at step t (the **schedule**) |
+# | α_t | 1 − β_t, the fraction of the variance one step keeps |
+# | ᾱ_t | α₁α₂⋯α_t, the fraction of the signal's variance left after t steps |
+# | SNR(t) | signal-to-noise ratio ᾱ_t/(1 − ᾱ_t); log SNR is its logarithm |
+# | σ_t | √((1 − ᾱ_t)/ᾱ_t), the noise level of the samplers (notebooks 02, 08) |
+# | q | the fixed forward (noising) process: q(x_t \| x_{t−1}), q(x_t \| x₀) |
+# | p_θ | the learned reverse process p_θ(x_{t−1} \| x_t), with parameters θ |
+# | N(μ, σ²I) | a Gaussian with mean μ and covariance σ²I |
+# | KL, ELBO | Kullback–Leibler divergence and evidence lower bound (primer in 02, full story in 03) |
+# | score | in 02: ∇_x log q(x), the gradient of the log-density **with respect to the data point x**. Careful: notebook 03 §4 uses "score" for ∇_φ log q_φ(z), the gradient **with respect to the parameters φ** (the score-function or REINFORCE estimator). Same word, different variable. |
+#
+# **Timestep convention (01 and 02).** The mathematics, figure titles and printed step numbers count t = 1, …, T.
+# Python arrays count from 0, so `beta[t - 1]` is β_t and `alpha_bar[t - 1]` is ᾱ_t. The schedulers of
+# diffusers and sdlearn use these 0-based indices as their `timesteps`: scheduler timestep 999 is t = T = 1000.
 
 # %% [setup]
 
@@ -92,24 +116,24 @@ T = 1000
 beta = torch.linspace(1e-4, 0.02, T)  # the DDPM paper's linear schedule (Sec. 4)
 
 x0 = to_tensor(sample_photo("chelsea").resize((128, 96)))  # (3, 96, 128) in [-1, 1]
-show_at = [0, 25, 50, 100, 200, 400, 700, 999]
+show_at = [1, 25, 50, 100, 200, 400, 700, 1000]  # steps t, counted from 1
 x = x0.clone()
 snapshots = {}
-for t in range(T):  # t is 0-based: beta[0] is the paper's beta_1
-    x = (1 - beta[t]).sqrt() * x + beta[t].sqrt() * torch.randn(x.shape, generator=g)
+for t in range(1, T + 1):  # step t uses beta_t = beta[t - 1]
+    x = (1 - beta[t - 1]).sqrt() * x + beta[t - 1].sqrt() * torch.randn(x.shape, generator=g)
     if t in show_at:
         snapshots[t] = x.clone()
 
 fig, axes = plt.subplots(1, len(show_at), figsize=(16, 2.4))
 for ax, t in zip(axes, show_at):
     ax.imshow(to_pil(snapshots[t].clamp(-1, 1)))
-    ax.set_title(f"t = {t + 1}")
+    ax.set_title(f"t = {t}")
     ax.axis("off")
 fig.suptitle("the forward chain, iterated step by step (linear schedule)")
 save_figure(fig, "01_forward_chain.png")
 plt.show()
-print(f"std of x after 1000 steps: {snapshots[999].std():.2f} (pure noise has 1)")
-assert abs(float(snapshots[999].std()) - 1) < 0.02
+print(f"std of x after 1000 steps: {snapshots[1000].std():.2f} (pure noise has 1)")
+assert abs(float(snapshots[1000].std()) - 1) < 0.02
 
 # %% [markdown]
 # ## 3. Jumping straight to step t
@@ -131,19 +155,19 @@ alpha_bar = torch.cumprod(1 - beta, dim=0)
 
 
 def q_sample(x0, t, eps):
-    """x_t in one jump from x_0 (Eq. 4)."""
-    return alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * eps
+    """x_t in one jump from x_0 (Eq. 4); t counted from 1."""
+    return alpha_bar[t - 1].sqrt() * x0 + (1 - alpha_bar[t - 1]).sqrt() * eps
 
 
 t_check, copies = 300, 20000
 pixels = torch.tensor([-0.8, 0.1, 0.9]).repeat(copies, 1)  # (copies, 3): three pixels, many noise draws
 chain = pixels.clone()
-for t in range(t_check + 1):
-    chain = (1 - beta[t]).sqrt() * chain + beta[t].sqrt() * torch.randn(chain.shape, generator=g)
+for t in range(1, t_check + 1):  # steps 1..300
+    chain = (1 - beta[t - 1]).sqrt() * chain + beta[t - 1].sqrt() * torch.randn(chain.shape, generator=g)
 jump = q_sample(pixels, t_check, torch.randn(pixels.shape, generator=g))
 
-expected_mean = alpha_bar[t_check].sqrt() * pixels[0]
-expected_std = (1 - alpha_bar[t_check]).sqrt()
+expected_mean = alpha_bar[t_check - 1].sqrt() * pixels[0]
+expected_std = (1 - alpha_bar[t_check - 1]).sqrt()
 print("expected mean", expected_mean.numpy().round(2), " std", round(float(expected_std), 2))
 print("chain    mean", chain.mean(0).numpy().round(2), " std", chain.std(0).numpy().round(2))
 print("jump     mean", jump.mean(0).numpy().round(2), " std", jump.std(0).numpy().round(2))
@@ -158,7 +182,8 @@ for i, c in enumerate(["tab:blue", "tab:orange", "tab:green"]):
     grid = torch.tensor(bins)
     pdf = torch.exp(-0.5 * ((grid - expected_mean[i]) / expected_std) ** 2) / (expected_std * math.sqrt(2 * math.pi))
     ax.plot(bins, pdf.numpy(), color=c, lw=2)
-ax.set(title=f"t = {t_check + 1}: 301 chained steps (histograms) vs the closed form (curves)", xlabel="pixel value")
+ax.set(title=f"x_t at t = {t_check}: {t_check} chained steps (histograms) vs the closed form (curves)",
+       xlabel="pixel value", ylabel="density")
 ax.legend(fontsize=8)
 save_figure(fig, "01_chain_vs_closed_form.png")
 plt.show()
@@ -170,9 +195,19 @@ plt.show()
 #
 # * **linear** (DDPM): β from 10⁻⁴ to 0.02, evenly.
 # * **scaled_linear** (Stable Diffusion): evenly spaced in √β from √0.00085 to √0.012, then squared.
-#   Its betas stay smaller, because SD's 4×64×64 latents carry information more densely than pixels.
-# * **cosine** (Nichol & Dhariwal 2021): chooses ᾱ_t = cos²(((t/T + s)/(1 + s))·π/2) directly, so
-#   ᾱ falls gently at both ends instead of wiping out a 64×64 image in the first third.
+#   Its betas *start* larger than DDPM's (β₁ = 0.00085 vs 0.0001, 8.5×) and stay larger up to t = 51; from
+#   t = 52 on they are smaller, ending at 0.012 instead of 0.02. Summed over all steps they remove much less
+#   signal (below), a choice made for SD's 4×64×64 latents rather than for pixels.
+# * **cosine** (Nichol & Dhariwal 2021, Eq. 17) chooses ᾱ directly:
+#
+#   $$\bar\alpha_t = \frac{f(t)}{f(0)},\qquad f(t) = \cos^2\Big(\frac{t/T + s}{1 + s}\cdot\frac{\pi}{2}\Big),
+#   \qquad s = 0.008,\qquad \beta_t = \min\Big(1 - \frac{\bar\alpha_t}{\bar\alpha_{t-1}},\ 0.999\Big).$$
+#
+#   Dividing by f(0) makes ᾱ₀ = 1; the small offset s keeps β₁ from being vanishingly small; the cap 0.999 stops
+#   β_T = 1 (f(T) = 0) from dividing by zero later. Nichol & Dhariwal's complaint is about the **end** of the
+#   linear schedule: for 64×64 images its last steps are already nearly pure noise, so they add little to
+#   sample quality (skipping up to the last ~20% of the reverse process barely hurt). The cosine ᾱ falls
+#   roughly linearly in the middle and changes gently near t = 0 and t = T.
 #
 # Two views: ᾱ_t (signal variance left) and the **log signal-to-noise ratio**
 # log SNR = log(ᾱ/(1−ᾱ)), the quantity samplers such as DPM-Solver step through.
@@ -202,6 +237,24 @@ for k, ab in bars.items():
     print(f"{k:20s} SNR = 1 at t = {half:4d}   ᾱ_T = {float(ab[-1]):.2e}   signal std left at T: {float(ab[-1]) ** 0.5:.3f}")
 
 # %% [markdown]
+# Two of the claims above, checked: the cosine formula (with its /f(0), s = 0.008 and the 0.999 cap) gives
+# sdlearn's (and diffusers') `squaredcos_cap_v2` betas, and SD's betas are above DDPM's up to t = 51 only.
+
+# %%
+f = lambda t: torch.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+t_all = torch.arange(0, T + 1, dtype=torch.float64)  # t = 0..T
+ab_cos = f(t_all) / f(t_all[:1])  # (T + 1,): alpha_bar_0 = 1, ..., alpha_bar_T
+beta_cos = (1 - ab_cos[1:] / ab_cos[:-1]).clamp(max=0.999)  # (T,): beta_1..beta_T
+assert torch.allclose(beta_cos.float(), names["cosine"], atol=1e-6)
+print(f"cosine: beta_1 = {float(beta_cos[0]):.1e}, beta_T = {float(beta_cos[-1]):.3f} (capped)")
+
+lin, sd = names["linear (DDPM)"], names["scaled_linear (SD)"]
+last_larger = int((sd > lin).nonzero().max()) + 1  # the last step t where SD's beta is the larger one
+print(f"SD's beta_t > DDPM's for t = 1..{last_larger}, smaller from t = {last_larger + 1}; "
+      f"sum of betas: DDPM {float(lin.sum()):.2f}, SD {float(sd.sum()):.2f}")
+assert last_larger == 51 and bool((sd[:51] > lin[:51]).all() and (sd[51:] < lin[51:]).all())
+
+# %% [markdown]
 # Where do the "magic" end points come from? Since log ᾱ_T = Σ log(1 − β_t) ≈ −Σ β_t for small β,
 # the schedule's end point is fixed by the *sum* of the betas:
 #
@@ -209,7 +262,7 @@ for k, ab in bars.items():
 #   the signal's standard deviation is down to 0.0066, pure noise for all practical purposes.
 # * scaled_linear: Σβ = Σ(√β)², the mean square of an even ramp from a to b is (a² + ab + b²)/3,
 #   so Σβ ≈ 1000·(0.00085 + √(0.00085·0.012) + 0.012)/3 ≈ 5.35 and ᾱ_T ≈ e^−5.35 ≈ 0.0047.
-#   SD's last step still keeps 6.9% of the signal's standard deviation! (Lin et al. 2024 call this
+#   SD's last step still keeps √0.0047 ≈ 6.8% of the signal's standard deviation (the table above prints 0.068)! (Lin et al. 2024 call this
 #   a flaw: at sampling time we start from pure noise, which the model never saw in training.)
 #
 # Both are first order in β: log(1 − β) = −β − β²/2 − …, and the next term, −Σβ²/2 (≈ −0.07 for the
@@ -235,15 +288,15 @@ assert abs(math.log(approx_scaled) - math.log(exact_scaled)) < 0.05
 # %%
 x0_small = to_tensor(sample_photo("chelsea").resize((96, 72)))
 eps = torch.randn(x0_small.shape, generator=g)  # one noise draw for all, so only the schedule differs
-ts = [100, 250, 400, 600, 800, 999]
+ts = [100, 250, 400, 600, 800, 1000]  # steps t, counted from 1
 fig, axes = plt.subplots(3, len(ts), figsize=(13, 5.4))
 for row, (k, ab) in enumerate(bars.items()):
     for col, t in enumerate(ts):
-        xt = schedules.q_sample(x0_small[None], t, eps[None], ab)[0]
+        xt = schedules.q_sample(x0_small[None], t - 1, eps[None], ab)[0]  # sdlearn takes the 0-based timestep
         axes[row, col].imshow(to_pil(xt.clamp(-1, 1)))
         axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
         if row == 0:
-            axes[row, col].set_title(f"t = {t + 1}")
+            axes[row, col].set_title(f"t = {t}")
     axes[row, 0].set_ylabel(k, fontsize=9)
 save_figure(fig, "01_schedules_photos.png")
 plt.show()
@@ -286,8 +339,8 @@ theirs = diffusers.DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_e
 assert torch.equal(schedules.make_betas("linear", 1000, 1e-4, 0.02), beta)
 assert torch.allclose(schedules.alpha_bar(beta), theirs.alphas_cumprod)
 batch, noise = x0_small[None].repeat(3, 1, 1, 1), torch.randn(3, *x0_small.shape, generator=g)
-t_batch = torch.tensor([10, 300, 900])
-ours_nb = torch.stack([q_sample(batch[i], int(t_batch[i]), noise[i]) for i in range(3)])
+t_batch = torch.tensor([10, 300, 900])  # scheduler timesteps (0-based): the steps t = 11, 301, 901
+ours_nb = torch.stack([q_sample(batch[i], int(t_batch[i]) + 1, noise[i]) for i in range(3)])
 ours_pkg = schedules.q_sample(batch, t_batch, noise, alpha_bar)
 diff = max((ours_nb - ours_pkg).abs().max(), (ours_pkg - theirs.add_noise(batch, noise, t_batch)).abs().max())
 assert diff < 1e-5
@@ -322,12 +375,12 @@ assert ok
 # (This is what a trained noise predictor lets us do approximately: notebook 02.)
 
 # %%
-t2 = 600
-x_t = schedules.q_sample(x0_small[None], t2, eps[None], ab_sd)[0]
+t2 = 600  # the step t, counted from 1: its alpha_bar is ab_sd[t2 - 1]
+x_t = schedules.q_sample(x0_small[None], t2 - 1, eps[None], ab_sd)[0]
 # BEGIN SOLUTION
-x0_recovered = (x_t - (1 - ab_sd[t2]).sqrt() * eps) / ab_sd[t2].sqrt()
+x0_recovered = (x_t - (1 - ab_sd[t2 - 1]).sqrt() * eps) / ab_sd[t2 - 1].sqrt()
 # END SOLUTION
-# STUB: x0_recovered = None   # a tensor shaped like x_t, from x_t, eps and ab_sd[t2]
+# STUB: x0_recovered = None   # a tensor shaped like x_t, from x_t, eps and ab_sd[t2 - 1]
 
 # %%
 ok = check("Exercise 2", x0_recovered,
