@@ -29,6 +29,8 @@ from sdlearn.attention import (Attention, attention_heatmaps, capture_attention,
                                scaled_dot_product_attention, split_heads)
 from sdlearn.data import BACKGROUND, render
 from sdlearn.device import seed_everything
+from sdlearn.exercises import check
+from sdlearn.viz import save_figure
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
@@ -85,13 +87,29 @@ def show_matrix(A, title, ax=None, labels=words):
 P_naive = torch.softmax(X @ X.T / math.sqrt(d), dim=-1)     # (6, 512) @ (512, 6) -> (6, 6)
 _ = show_matrix(P_naive, "Q = K = V = X: every word looks only at itself")
 print("diagonal:", P_naive.diagonal().numpy().round(3))
+assert P_naive.diagonal().min() > 0.85                       # "almost the identity": could fail, measured
+
+# where the scores come from: the embeddings' part and the positions' part
+S = X @ X.T / math.sqrt(d)                                   # the scaled scores, (6, 6)
+pe = positional_encoding(seq, d)
+off = ~torch.eye(seq, dtype=torch.bool)                      # the 30 off-diagonal entries
+S_pe = pe @ pe.T / math.sqrt(d)                              # positions alone
+print(f"|x|^2 = {(X * X).sum(-1).mean():.0f} on average (|e|^2 + |p|^2 ~ {d} + {(pe * pe).sum(-1).mean():.0f})")
+print(f"scaled scores: diagonal {S.diagonal().mean():.1f}, off-diagonal {S[off].mean():+.1f} "
+      f"(positions alone {S_pe[off].mean():+.1f}; the rest, embeddings and cross terms, {(S - S_pe)[off].abs().mean():.1f} in size)")
+assert abs((X * X).sum(-1).mean() / (1.5 * d) - 1) < 0.15 and abs(S[off].mean() - S_pe[off].mean()) < 3
 
 # %% [markdown]
-# Almost the identity matrix. The reason is arithmetic, not meaning: a word's dot product with itself
-# is its squared length, |x|² ≈ d = 512 (each of the 512 entries contributes about 1), while two
-# unrelated vectors give a sum of 512 random-signed terms, about ±√512 ≈ ±23. After dividing by √d the
-# self-score is ≈ √512 ≈ 23 and the others are ≈ ±1: the softmax gives e²³ to itself. (The two CATs
-# share an embedding, so they notice each other a little, through their similar vectors.)
+# Almost the identity matrix. The reason is arithmetic, not meaning. A row is x = e + p (embedding plus
+# position), and a word's dot product with itself is its squared length |x|² = |e|² + 2 e·p + |p|²:
+# about d = 512 from the embedding (512 entries of variance 1), exactly d/2 = 256 from the positional
+# encoding (each sin² + cos² pair is 1), and a small random cross term: **|x|² ≈ 768**, not d.
+# Two *different* rows give e·e′ ≈ ±√512 ≈ ±23 (512 random-signed terms), but p·p′ is large and
+# **positive**: neighbouring positions share all the slow sinusoids, so p·p′ is between about 190 and
+# 256 here. After dividing by √d the self-score is ≈ 768/√512 ≈ 34 and the others are ≈ +12: about +10
+# from the positions, and a few units either way from the embeddings and the cross terms (printed
+# above). The gap is about 23, and the softmax gives a word e²³ times more weight to itself. (The two CATs share an embedding, so their score is close to a self-score
+# and they notice each other a little.)
 #
 # This is why attention learns three projections, **Q = X W_Q, K = X W_K, V = X W_V**: W_Q and W_K
 # decide *which* features make words match, independently of a word matching itself. With random
@@ -105,8 +123,8 @@ P = torch.softmax(scores, dim=-1)                            # each row: where t
 out = P @ V                                                  # (6, 6) @ (6, 512) -> (6, 512)
 
 print("attention matrix:", tuple(P.shape), " output:", tuple(out.shape))
-print("row sums:", P.sum(-1).numpy().round(6))
-assert torch.allclose(P.sum(-1), torch.ones(seq)) and out.shape == (6, 512)
+print("largest weight in each row:", P.max(-1).values.numpy().round(2))
+assert P.diagonal().max() < 0.9 < P_naive.diagonal().min()   # no row is one-hot any more
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 show_matrix(P_naive, "Q = K = V = X", axes[0])
@@ -168,6 +186,8 @@ fig.tight_layout()
 #
 # The split is a reshape: (6, 512) → (6, 8, 64) → (8, 6, 64), heads first, so that one batched matrix
 # product runs all heads at once. `sdlearn.attention.split_heads` does exactly this (with a batch axis).
+#
+# ![Multi-head attention: split the columns into heads, attend per head, concatenate, mix with W_O](../images/05_multihead_split.png)
 
 # %%
 heads, d_head = 8, d // 8
@@ -197,15 +217,27 @@ fig.tight_layout()
 # In Stable Diffusion the UNet's feature map at some level is a sequence too: a 64×64 latent gives
 # N = 4096 positions, each a vector of d_e = 320 channels (φ(z), "the pixels"). The prompt, after the
 # text encoder, is τ(y): M = 77 tokens of d_τ = 768 numbers. **Cross-attention** takes its queries from
-# one sequence and its keys and values from the other (Rombach et al. 2022, eq. 3):
+# one sequence and its keys and values from the other. The latent diffusion paper (Rombach et al. 2022,
+# Sec. 3.3) writes it in an unnumbered formula, the attention of Vaswani et al. 2017 (their Eq. 1) with
+# Q and K/V from different places:
 #
-# $$Q = W_Q^{(i)} \varphi_i(z_i),\quad K = W_K^{(i)} \tau_\theta(y),\quad V = W_V^{(i)} \tau_\theta(y),\qquad
-# W_Q^{(i)} \in \mathbb{R}^{d \times d_e^i},\ W_K^{(i)}, W_V^{(i)} \in \mathbb{R}^{d \times d_\tau}$$
+# $$\text{Attention}(Q, K, V) = \text{softmax}\left(\frac{QK^\top}{\sqrt{d}}\right) V,\qquad
+# Q = W_Q^{(i)} \cdot \varphi_i(z_t),\quad K = W_K^{(i)} \cdot \tau_\theta(y),\quad V = W_V^{(i)} \cdot \tau_\theta(y),$$
+# $$W_Q^{(i)} \in \mathbb{R}^{d \times d_e^i},\quad W_K^{(i)}, W_V^{(i)} \in \mathbb{R}^{d \times d_\tau}$$
 #
-# So every pixel asks a question (Q, from the image), every word offers a key and a value (from the
-# text), and each pixel receives a mixture of word values: a (4096 × 77) attention matrix whose rows
-# sum to 1. `sdlearn.attention.Attention` stores these matrices as `nn.Linear` weights, whose shape is
-# (out, in): exactly the paper's d × d_e and d × d_τ.
+# (The paper's numbered Eq. 3, right after it, is the *training objective* of the conditional model,
+# E‖ε − ε_θ(z_t, t, τ_θ(y))‖²: notebook 07.) So every pixel asks a question (Q, from the image), every
+# word offers a key and a value (from the text), and each pixel receives a mixture of word values: a
+# (4096 × 77) attention matrix whose rows sum to 1.
+#
+# ![Self-attention and cross-attention, with the shapes of Q, K, V and the attention matrix](../images/05_self_vs_cross.png)
+#
+# **W_Q · φ or `phi @ W_Q.T`?** The paper's W_Q is d × d_e: it maps *one* token's column vector φ_n
+# (d_e numbers) to its query q_n = W_Q φ_n (d numbers). Code stores the N tokens as the *rows* of a
+# (N, d_e) matrix, and stacking the rows q_nᵀ = φ_nᵀ W_Qᵀ gives **Q = φ W_Qᵀ**: `phi @ W_Q.T`. That is
+# what `nn.Linear` computes; its weight has shape (out, in), exactly the paper's d × d_e and d × d_τ,
+# which is how `sdlearn.attention.Attention` stores them. (Section 1's `X @ W_Q` kept W_Q as
+# (in, out), the transpose: the same map in the other convention.)
 
 # %%
 d_e, d_tau, n_heads = 320, 768, 8                            # SD 1.5, the first (64x64) level
@@ -221,6 +253,14 @@ with torch.no_grad():
     k, v = cross.to_k(tau), cross.to_v(tau)                  # (1, 77, 768)  -> (1, 77, 320)
     A = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d_e), -1)   # one head: (1, 4096, 77)
 print("Q", tuple(q.shape), " K", tuple(k.shape), " V", tuple(v.shape), " softmax(QK^T/sqrt(d))", tuple(A.shape))
+
+W_q = cross.to_q.weight                                       # the paper's W_Q: (d, d_e) = (320, 320)
+W_k = cross.to_k.weight                                       # the paper's W_K: (d, d_tau) = (320, 768)
+with torch.no_grad():
+    assert torch.allclose(q, phi @ W_q.T, atol=1e-5)              # all tokens at once: rows of phi
+    assert torch.allclose(q[0, 7], W_q @ phi[0, 7], atol=1e-5)    # one token, the paper's W_Q . phi_n
+    assert torch.allclose(k[0, 3], W_k @ tau[0, 3], atol=1e-5)    # one text token's key: (320, 768) @ (768,)
+print("to_q(phi) = phi @ W_Q.T, row by row W_Q @ phi_n: checked")
 
 # %% [markdown]
 # ### The written-out formula, sdlearn, PyTorch's fused kernel and diffusers agree
@@ -271,8 +311,8 @@ print(f"the probability matrix of these 2 heads alone: {2 * 4096 * 4096 * 4 / 2*
 # a small Shapes picture; its features φ(z) are each pixel's colour (relative to the background); each
 # word of the caption gets a 3-number embedding τ(y): colour words carry their colour, every other word
 # carries "nothing" (zeros). With W_Q = W_K = 2 × identity (the 2 sharpens the softmax), a red pixel
-# matches "red" best, a blue pixel "blue", and a background pixel, whose query is zero, spreads its
-# attention evenly over all tokens.
+# matches "red" best, a blue pixel "blue". (What a background pixel, whose colour is the background's,
+# does is Exercise 4.)
 #
 # `capture_attention(model)` records the probabilities of every cross-attention layer inside the
 # `with` block (and costs nothing outside it); `attention_heatmaps` turns them into one map per token.
@@ -302,20 +342,25 @@ with torch.no_grad():
 probs = maps[""][0]                                                                # (B, heads, N, M)
 print("captured:", {name or "<the module itself>": [tuple(p.shape) for p in ps] for name, ps in maps.items()})
 heat = attention_heatmaps(maps, size=(64, 64))[0]                                  # (M, 64, 64)
+# the captured probabilities are the formula with these weights: softmax((2 phi)(2 tau)^T / sqrt(3))
+by_formula = torch.softmax((2 * phi_z) @ (2 * tau_y).transpose(1, 2) / math.sqrt(3), dim=-1)   # (1, 256, 7)
+assert torch.allclose(probs[:, 0], by_formula, atol=1e-5)
 
-fig, axes = plt.subplots(1, 8, figsize=(16, 2.5))
-axes[0].imshow(picture); axes[0].set_title("the picture")
+fig, axes = plt.subplots(1, 8, figsize=(17, 2.6))
+axes[0].imshow(picture); axes[0].set_title(f"the picture ({picture.shape[0]} x {picture.shape[1]} px)", fontsize=9)
 for j, (w, ax) in enumerate(zip(caption_words, axes[1:])):
-    ax.imshow(heat[j], cmap="magma", vmin=0, vmax=1)
-    ax.set_title(f'"{w}"')
+    im = ax.imshow(heat[j], cmap="magma", vmin=0, vmax=1)
+    ax.set_title(f'token {j}: "{w}"', fontsize=9)
 for ax in axes:
     ax.axis("off")
-_ = fig.suptitle("where the pixels look: attention to each token of the caption", y=1.02)
+fig.colorbar(im, ax=axes.tolist(), fraction=0.012, pad=0.01, label="attention weight\n(a pixel's 7 weights sum to 1)")
+fig.suptitle("where the pixels look: each pixel's attention to each token of the caption", y=1.04)
+_ = save_figure(fig, "05_where_pixels_look.png")
 
 # %% [markdown]
 # The red circle attends mostly to "red", the blue square to "blue" (blue and red pixels still share a
-# little: both are darker than the background), and the background is spread thinly
-# (1/7) over everything. One pixel's row of the attention matrix is a distribution over the caption:
+# little: both are darker than the background), and the background spreads its attention thinly over
+# everything. One pixel's row of the attention matrix is a distribution over the caption:
 
 # %%
 red_pixel = 4 * 16 + 4                                          # row 4, column 4 of the 16x16 grid
@@ -333,64 +378,115 @@ print("circle pixel looks at:", caption_words[probs[0, 0, red_pixel].argmax()],
 print("square pixel looks at:", caption_words[probs[0, 0, blue_pixel].argmax()],
       f"({probs[0, 0, blue_pixel].max():.2f})")
 assert caption_words[probs[0, 0, red_pixel].argmax()] == "red"
-assert torch.allclose(heat.sum(0), torch.ones(64, 64), atol=1e-5)   # every pixel distributes exactly 1
+assert caption_words[probs[0, 0, blue_pixel].argmax()] == "blue"
+red_mask = torch.tensor((np.abs(picture[::4, ::4].astype(int) - colour_of["red"]).sum(-1) < 60).reshape(-1))
+print(f"average attention of the circle's {int(red_mask.sum())} pixels to 'red': {probs[0, 0, red_mask, 1].mean():.2f}")
+assert probs[0, 0, red_mask, 1].mean() > 0.5                 # the whole circle, not one lucky pixel
 
 # %% [markdown]
 # ## Exercises
 #
 # **1.** A head of SD 1.5 is 40 wide (320 channels / 8 heads). For queries and keys with unit-variance
-# entries, what is the standard deviation of q·k, and so what factor makes the scores unit-variance?
+# entries, what factor must multiply q·k so that the scores have unit variance?
 
 # %%
-# your answer (one possible solution)
-answer_1 = 1 / math.sqrt(40)
+# BEGIN SOLUTION
+answer_1 = 1 / math.sqrt(40)     # q.k is a sum of 40 terms of variance 1: std sqrt(40)
+# END SOLUTION
+# STUB: answer_1 = None   # a float: the factor that multiplies q.k
+answer_1
 
 # %%
 qq, kk = torch.randn(20000, 40, generator=g), torch.randn(20000, 40, generator=g)
-assert abs(((qq * kk).sum(-1) * answer_1).std().item() - 1) < 0.03
-assert abs(answer_1 - cross.dim_head ** -0.5) < 1e-9
-print("correct!", round(answer_1, 4))
+
+
+def unit_variance(factor):
+    std = ((qq * kk).sum(-1) * float(factor)).std().item()   # measured on 20,000 random pairs
+    return abs(std - 1) < 0.03 or f"with this factor the scores have std {std:.2f}, not 1"
+
+
+ok = check("Exercise 1", answer_1, test=unit_variance,
+           hint="the std of q.k grows like the square root of the head width (section 2); divide it away")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **2.** Write multi-head cross-attention with a plain Python loop over heads (slice the columns of
-# Q, K, V, attend, concatenate), using `cross`'s weights, and check it against `cross(phi, tau)`.
+# Q, K, V, attend, concatenate), using `module`'s weights (`to_q`, `to_k`, `to_v`, `to_out[0]`,
+# `heads`, `dim_head`). The check compares it with `cross(phi, tau)`.
 
 # %%
-# your answer (one possible solution)
 def loop_over_heads(module, x, context):
+    """Multi-head attention of x (B, N, d_e) to context (B, M, d_tau), one head at a time: (B, N, d_e)."""
+    # BEGIN SOLUTION
     q, k, v = module.to_q(x), module.to_k(context), module.to_v(context)
     dh = module.dim_head
     outs = [scaled_dot_product_attention(q[..., h * dh:(h + 1) * dh], k[..., h * dh:(h + 1) * dh],
                                          v[..., h * dh:(h + 1) * dh])[0] for h in range(module.heads)]
     return module.to_out[0](torch.cat(outs, dim=-1))
+    # END SOLUTION
+    # STUB: return None   # loop over range(module.heads), attend on columns h*dim_head:(h+1)*dim_head
 
 
 # %%
-with torch.no_grad():
-    assert torch.allclose(loop_over_heads(cross, phi, tau), cross(phi, tau), atol=1e-5)
-print("correct!")
+def matches_cross(fn):
+    with torch.no_grad():
+        got, want = fn(cross, phi, tau), cross(phi, tau)
+    if not isinstance(got, torch.Tensor):
+        return f"loop_over_heads returned {type(got).__name__}, not a tensor"
+    if got.shape != want.shape:
+        return f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    return torch.allclose(got, want, atol=1e-5) or f"max |difference| {(got - want).abs().max():.3g}"
+
+
+ok = check("Exercise 2", loop_over_heads, test=matches_cross,
+           hint="each head sees dim_head columns of Q, K and V; softmax(q k^T / sqrt(dim_head)) v per head, "
+                "torch.cat the heads on the last axis, then to_out[0]")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3.** In SD 2.1 the first level's cross-attention has d_e = 320 channels, 5 heads of 64 and a
 # d_τ = 1024-wide text encoder. How many parameters does it hold (W_Q, W_K, W_V have no bias; W_O has one)?
 
 # %%
-# your answer (one possible solution)
-answer_3 = 320 * 320 + 2 * 320 * 1024 + (320 * 320 + 320)
+# BEGIN SOLUTION
+answer_3 = 320 * 320 + 2 * 320 * 1024 + (320 * 320 + 320)   # W_Q, W_K and W_V, W_O with its bias
+# END SOLUTION
+# STUB: answer_3 = None   # an int: the number of parameters
+answer_3
 
 # %%
-assert answer_3 == sum(p.numel() for p in Attention(320, 1024, heads=5, dim_head=64).parameters())
-print("correct!", f"{answer_3:,}")
+ok = check("Exercise 3", answer_3,
+           expected=sum(p.numel() for p in Attention(320, 1024, heads=5, dim_head=64).parameters()),
+           hint="5 heads of 64 make the inner width d = 320; W_Q is d x d_e, W_K and W_V are d x d_tau, "
+                "W_O is d_e x d plus a bias of d_e")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
-# **4.** In section 5, which token does the pixel at row 8, column 8 of the 16×16 grid (the picture's
-# centre, background) attend to most, and with what weight? Explain the weight from the formula.
+# **4.** In section 5, with what weight does the pixel at row 8, column 8 of the 16×16 grid (the
+# picture's centre, background) attend to each of the 7 tokens? Work it out from the formula (what is
+# that pixel's φ, and so its query?), then let the check compare it with the captured probabilities.
 
 # %%
-# your answer (one possible solution)
-# its query is zero, so all 7 scores are 0 and the softmax is uniform: 1/7 for each token
-answer_4 = 1 / 7
+# BEGIN SOLUTION
+# its colour is the background's, so phi = 0, its query is zero, all 7 scores are 0: a uniform softmax
+answer_4 = 1 / len(caption_words)
+# END SOLUTION
+# STUB: answer_4 = None   # a float: the weight that pixel gives each token
+answer_4
 
 # %%
-assert torch.allclose(probs[0, 0, 8 * 16 + 8], torch.full((7,), answer_4), atol=1e-4)
-print("correct!", round(answer_4, 4))
+centre = probs[0, 0, 8 * 16 + 8]                                    # that pixel's row: (7,)
+ok = check("Exercise 4", answer_4,
+           test=lambda w: torch.allclose(centre, torch.full_like(centre, float(w)), atol=1e-4)
+           or f"that pixel's 7 weights are not all {float(w):.4g}",
+           hint="phi for a background pixel is its colour minus the background colour; what does W_Q do to it, "
+                "and what is the softmax of seven equal scores?")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION

@@ -29,6 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sdlearn.configs import SD15_UNET, SD21_UNET
 from sdlearn.device import seed_everything
+from sdlearn.exercises import check
+from sdlearn.pipeline import StableDiffusion
+from sdlearn.viz import save_figure
 from sdlearn.unet import ResnetBlock, UNet, timestep_embedding
 
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
@@ -45,10 +48,26 @@ g = seed_everything(0)
 # Stable Diffusion 1.5's UNet is described completely by a small dict (its `config.json`). We will
 # use a **classroom-size** version with the same structure for anything that computes, and the real
 # one wherever only shapes and counts matter.
+#
+# A trap in these configs: in SD 1.x, **`attention_head_dim` is the number of heads**, not their
+# width (a historical misnaming in diffusers, kept for compatibility; newer configs add
+# `num_attention_heads`). SD 1.5's `8` means 8 heads at every level, each C/8 wide; SD 2.1's
+# `[5, 10, 20, 20]` means 5, 10, 20, 20 heads, each 64 wide.
 
 # %%
 print({k: SD15_UNET[k] for k in ("block_out_channels", "layers_per_block", "attention_head_dim",
                                  "cross_attention_dim", "down_block_types", "up_block_types")})
+
+
+def heads_per_level(cfg):
+    """[(channels, heads, head width)] per level: attention_head_dim counts heads in SD 1.x/2.x configs."""
+    n = cfg.get("num_attention_heads") or cfg["attention_head_dim"]
+    n = n if isinstance(n, (list, tuple)) else [n] * len(cfg["block_out_channels"])
+    return [(c, h, c // h) for c, h in zip(cfg["block_out_channels"], n)]
+
+
+for name, cfg in [("SD 1.5", SD15_UNET), ("SD 2.1", SD21_UNET)]:
+    print(f"{name}: heads x width per level:", ", ".join(f"{c} = {h} x {w}" for c, h, w in heads_per_level(cfg)))
 
 SMALL = {**SD15_UNET, "block_out_channels": [32, 64, 128, 128], "attention_head_dim": 4,
          "cross_attention_dim": 64, "norm_num_groups": 8, "sample_size": 16}
@@ -61,6 +80,63 @@ with torch.no_grad():
     eps = unet(x_t, t, text)
 print("x_t", tuple(x_t.shape), "+ t", tuple(t.shape), "+ text", tuple(text.shape), "-> eps", tuple(eps.shape))
 print(f"classroom UNet: {sum(p.numel() for p in unet.parameters()):,} parameters")
+print("classroom heads x width per level:", ", ".join(f"{c} = {h} x {w}" for c, h, w in heads_per_level(SMALL)))
+attn = unet.down_blocks[1].attentions[0].transformer_blocks[0].attn2     # the 64-channel level
+assert (attn.heads, attn.dim_head) == heads_per_level(SMALL)[1][1:]     # 4 heads of 16, not heads of 4
+
+# %% [markdown]
+# ### Why predict ε? It is the score in disguise
+#
+# Notebook 02's lecture topic was the **score** ∇ log q(x_t), the direction towards more likely noisy
+# images. Predicting ε is the same thing, rescaled. Given x₀, x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε is Gaussian,
+# so ∇_{x_t} log q(x_t | x₀) = −ε / √(1−ᾱ_t). Averaged over the x₀ that could have produced x_t
+# (Vincent 2011; "Tweedie's formula"), ∇ log q(x_t) = −E[ε | x_t] / √(1−ᾱ_t). The loss
+# ‖ε − ε_θ‖² is minimised by ε_θ = E[ε | x_t], so
+#
+# $$s_\theta(x_t, t) = -\frac{\epsilon_\theta(x_t, t)}{\sqrt{1 - \bar\alpha_t}} \approx \nabla_{x_t} \log q(x_t):$$
+#
+# the UNet estimates the score of the noisy data, scaled by −√(1−ᾱ_t). A check where everything is
+# known: for data x₀ ~ N(0, σ²), q(x_t) = N(0, ᾱσ² + 1 − ᾱ), whose score is −x_t / (ᾱσ² + 1 − ᾱ). The best
+# ε-predictor is then linear in x_t, and least squares on samples finds its slope.
+
+# %%
+sigma, abar = 2.0, 0.3
+x0_toy, e_toy = sigma * torch.randn(200_000, generator=g), torch.randn(200_000, generator=g)
+xt_toy = math.sqrt(abar) * x0_toy + math.sqrt(1 - abar) * e_toy
+slope = ((xt_toy * e_toy).sum() / (xt_toy * xt_toy).sum()).item()   # least squares: eps ~ slope * x_t
+score_slope = -1 / (abar * sigma ** 2 + 1 - abar)                     # d/dx log N(x; 0, var) = -x / var
+print(f"-eps slope / sqrt(1 - abar) = {-slope / math.sqrt(1 - abar):.3f}   score slope = {score_slope:.3f}")
+assert abs(-slope / math.sqrt(1 - abar) - score_slope) < 0.01
+
+# %% [markdown]
+# ### The same UNet with and without text
+#
+# The text is an *input*, not part of the network: the unconditional prediction is the same UNet fed
+# the empty prompt's embedding, which is what classifier-free guidance (notebook 08) subtracts. The
+# bundled tiny model (trained in notebook 07; 8×8 latents, 64/128/128 channels) shows the difference:
+# one noisy latent at t = 700, three contexts, and the clean image each ε implies,
+# x̂₀ = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t, decoded by the VAE.
+
+# %%
+tiny = StableDiffusion.tiny(device="cpu")
+prompts = ["a large red circle in the top left", "a large blue square in the bottom right", ""]
+t_demo = 700
+ab_demo = tiny.scheduler.alphas_cumprod[t_demo]
+z_t = torch.randn(1, 4, 8, 8, generator=g).expand(3, -1, -1, -1)      # the same noisy latent, 3 times
+with torch.no_grad():
+    context = tiny.encode_prompt(prompts)                              # (3, 77, 128)
+    eps_text = tiny.unet(z_t, torch.tensor(t_demo), context)           # (3, 4, 8, 8)
+    pictures = tiny.decode_latents((z_t - (1 - ab_demo).sqrt() * eps_text) / ab_demo.sqrt())
+change = [((eps_text[i] - eps_text[2]).norm() / eps_text[2].norm()).item() for i in (0, 1)]
+print("|eps(text) - eps(empty)| / |eps(empty)|:", [round(c, 2) for c in change])
+assert min(change) > 0.1                                              # the text moves the prediction
+
+fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+for ax, img, p in zip(axes, pictures, prompts):
+    ax.imshow(((img.permute(1, 2, 0) + 1) / 2).numpy())
+    ax.set_title(f'"{p}"' if p else '"" (no text)', fontsize=9)
+    ax.axis("off")
+_ = fig.suptitle(f"the x0 implied by one UNet's eps at t = {t_demo}, same noisy latent, three contexts", fontsize=10)
 
 # %% [markdown]
 # ## 2. Telling the network the time: sinusoidal timestep embeddings
@@ -75,32 +151,39 @@ print(f"classroom UNet: {sum(p.numel() for p in unet.parameters()):,} parameters
 # (SD puts cos first: `flip_sin_to_cos=True`.) The fast frequencies (ω ≈ 1) distinguish neighbouring
 # steps; the slow ones change little over the whole range and tell early from late, like the hands of
 # a clock. Why 10000? The slowest wave has period 2π·10000^(159/160) ≈ 59,000 steps, far more than
-# 1000: no two timesteps can ever collide on every wave at once.
+# 1000, so even the slow waves never come back round. The cell below measures what this buys: every
+# step's nearest embedding is that of a neighbouring step (no far-away step comes close), and the
+# similarity falls with the distance between the steps.
 
 # %%
 ts = torch.arange(1000)
 E = timestep_embedding(ts, 320, flip_sin_to_cos=True, freq_shift=0)   # (1000,) -> (1000, 320)
 omega = 10000 ** (-torch.arange(160) / 160)
-slowest_period = 2 * math.pi / omega[-1].item()
-print(f"fastest period {2 * math.pi / omega[0]:.2f} steps, slowest period {slowest_period:,.0f} steps")
-assert slowest_period > 1000
+print(f"fastest period {2 * math.pi / omega[0]:.2f} steps, slowest period {2 * math.pi / omega[-1]:,.0f} steps")
 
 sim = F.normalize(E, dim=1) @ F.normalize(E, dim=1).T          # cosine similarity (1000, 1000)
-dist = torch.cdist(E[:-1, None], E[1:, None]).flatten()        # distance between neighbouring steps
-print(f"closest pair of consecutive steps is still {dist.min():.2f} apart (embedding norm {E[0].norm():.2f})")
-assert dist.min() > 0.5
+D = torch.cdist(E, E).fill_diagonal_(float("inf"))              # distances between all pairs of steps
+nearest = D.argmin(dim=1)                                       # each step's closest other step
+by_lag = [sim.diagonal(lag).mean().item() for lag in (1, 10, 100, 999)]
+print(f"closest pair of different steps: {D.min():.2f} apart (embedding norm {E[0].norm():.2f}); "
+      f"every step's nearest is t +- 1: {bool(((nearest - ts).abs() == 1).all())}")
+print("mean cos similarity at |t - t'| = 1, 10, 100, 999:", np.round(by_lag, 2))
+assert ((nearest - ts).abs() == 1).all() and all(a > b for a, b in zip(by_lag, by_lag[1:]))
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-axes[0].imshow(E.T, aspect="auto", cmap="RdBu", interpolation="nearest")
-axes[0].set(xlabel="timestep t", ylabel="embedding dimension", title="emb(t): cos block, then sin block")
+im0 = axes[0].imshow(E.T, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+axes[0].set(xlabel="timestep t", ylabel="embedding dimension (0-159 cos, 160-319 sin)",
+            title="emb(t): cos block, then sin block")
+fig.colorbar(im0, ax=axes[0], label="value (centred at 0)")
 for i in (50, 70, 100, 159):
-    axes[1].plot(ts, E[:, i], label=f"ω_{{{i}}} = {omega[i]:.3g}")
-axes[1].set(xlabel="timestep t", title="four of the 160 cosines (slow ones)", xlim=(0, 999))
+    axes[1].plot(ts, E[:, i], label=f"$\\omega_{{{i}}}$ = {omega[i]:.3g} rad/step")
+axes[1].set(xlabel="timestep t", ylabel="cos(ω t)", title="four of the 160 cosines (slow ones)", xlim=(0, 999))
 axes[1].legend(fontsize=7, loc="lower left")
-im = axes[2].imshow(sim, cmap="viridis")
-axes[2].set(xlabel="t", ylabel="t'", title="cos similarity of emb(t), emb(t')")
-fig.colorbar(im, ax=axes[2])
+im = axes[2].imshow(sim, cmap="viridis", vmin=0, vmax=1, origin="lower")
+axes[2].set(xlabel="timestep t", ylabel="timestep t'", title="cosine similarity of emb(t), emb(t')")
+fig.colorbar(im, ax=axes[2], label="cosine similarity")
 fig.tight_layout()
+_ = save_figure(fig, "06_timestep_embedding.png")
 
 # %% [markdown]
 # The embedding then goes through a small MLP (320 → 1280 → 1280, `time_embedding.linear_1/2`) so the
@@ -112,6 +195,8 @@ fig.tight_layout()
 # SiLU → 3×3 conv, and add the input back (through a 1×1 conv when the channel count changes). The
 # time embedding cannot move individual pixels, only shift whole channels: it tells every filter how
 # much noise to expect.
+#
+# ![Inside a resnet block and a spatial-transformer block](../images/06_blocks.png)
 
 # %%
 block = ResnetBlock(32, 64, temb_dim=128, groups=8, eps=1e-5, dropout=0.0).eval()
@@ -123,7 +208,23 @@ with torch.no_grad():
 print("resnet block:", tuple(h.shape), "->", tuple(outs[0].shape), "| shortcut:", block.conv_shortcut)
 print("per-channel shift from t=10 vs t=990, first 4 channels:",
       shifts[0, :4].numpy().round(2), shifts[2, :4].numpy().round(2))
-assert not torch.allclose(outs[0], outs[2])
+
+
+def resnet_by_hand(b, x, emb):                                    # x: (B, in, H, W), emb: (B, temb_dim)
+    hh = b.conv1(F.silu(b.norm1(x)))                              # (B, out, H, W)
+    hh = hh + b.time_emb_proj(emb)[:, :, None, None]              # t enters: one shift per channel
+    hh = b.conv2(F.silu(b.norm2(hh)))
+    return b.conv_shortcut(x) + hh                                # 1x1 conv: 32 -> 64 channels
+
+
+with torch.no_grad():
+    for i in range(3):
+        assert torch.allclose(resnet_by_hand(block, h, temb[i:i + 1]), outs[i], atol=1e-5)
+    # the shift of the first conv's output is exactly the projected time embedding, the same at every pixel
+    after_conv1 = [block.conv1(F.silu(block.norm1(h))) + shifts[i][:, None, None] for i in (0, 2)]
+    assert torch.allclose((after_conv1[1] - after_conv1[0]).std(dim=(-1, -2)), torch.zeros(64), atol=1e-5)
+print("resnet block by hand = ResnetBlock for t = 10, 500, 990; relative change of the output t=10 -> 990:",
+      f"{((outs[2] - outs[0]).norm() / outs[0].norm()).item():.2f}")
 
 # %% [markdown]
 # ## 4. The spatial transformer: where the text enters
@@ -137,6 +238,7 @@ assert not torch.allclose(outs[0], outs[2])
 # %%
 st = unet.down_blocks[0].attentions[0]
 print(type(st).__name__, "| norm", st.norm, "| proj_in", st.proj_in)
+print("heads x width:", st.transformer_blocks[0].attn1.heads, "x", st.transformer_blocks[0].attn1.dim_head)
 for name, m in st.transformer_blocks[0].named_children():
     print(f"  {name:6s}", m.__class__.__name__, "" if not hasattr(m, "to_k") else
           f"to_q {tuple(m.to_q.weight.shape)}, to_k {tuple(m.to_k.weight.shape)}")
@@ -187,6 +289,8 @@ assert torch.allclose(by_hand, ours, atol=1e-5)
 # print what each block receives and returns, for a 512×512 image (a 64×64 latent), with classifier-free
 # guidance's batch of 2. Watch the resolution halve three times on the way down and double on the way
 # up, and each up block swallow three skip connections.
+#
+# ![The UNet as a U: resolution and channels per level, the skip connections, where t and the text enter](../images/06_unet_u.png)
 
 # %%
 with torch.device("meta"):
@@ -215,7 +319,11 @@ for name, i, o in trace:
     skips = (f"pushes {len(blk.resnets) + (blk.downsamplers is not None)}" if name.startswith("down")
              else f"pops {len(blk.resnets)}" if name.startswith("up") else "")
     print(f"{name:14s} {str(i):>20s} -> {str(o):>20s}   {skips}")
-assert out_meta.shape == (2, 4, 64, 64)
+pushed = 1 + sum(len(b.resnets) + (b.downsamplers is not None) for b in sd.down_blocks)   # conv_in + blocks
+popped = sum(len(b.resnets) for b in sd.up_blocks)
+print(f"skips pushed {pushed}, popped {popped}")
+assert out_meta.shape == (2, 4, 64, 64) and pushed == popped == 12
+assert [o[-1] for n, i, o in trace if n.startswith("down")] == [32, 16, 8, 8]   # the sides of the levels
 
 # %% [markdown]
 # The skips balance: conv_in's output plus 3 + 3 + 3 + 2 pushed on the way down = 12, popped 3 at a
@@ -246,6 +354,10 @@ def transformer_params(c, ctx, linear_proj):
     return norm(c) + 2 * proj + 3 * norm(c) + attn1 + attn2 + ff
 
 
+# %% [markdown]
+# The whole UNet, block by block, from the config alone:
+
+# %%
 def unet_params(cfg):
     ch, n, L = cfg["block_out_channels"], len(cfg["block_out_channels"]), cfg["layers_per_block"]
     ctx, lin, temb = cfg["cross_attention_dim"], cfg.get("use_linear_projection", False), 4 * ch[0]
@@ -267,6 +379,7 @@ def unet_params(cfg):
     return parts
 
 
+# %%
 for name, cfg, model in [("SD 1.5", SD15_UNET, sd), ("classroom", SMALL, unet)]:
     by_hand = sum(unet_params(cfg).values())
     actual = sum(p.numel() for p in model.parameters())
@@ -285,7 +398,9 @@ print(f"SD 1.5 in float32: {sum(unet_params(SD15_UNET).values()) * 4 / 2**30:.2f
 # Parameters and compute live in different places. The wide 1280-channel levels hold most of the
 # parameters but run on 16×16 and 8×8 maps; the 320-channel level has few parameters but runs on all
 # 64×64 = 4096 positions, and its self-attention compares every position with every other. PyTorch's
-# `FlopCounterMode` counts the multiply-adds of the meta forward pass, block by block.
+# `FlopCounterMode` counts the floating-point operations of the meta forward pass, block by block, the
+# usual way: **2 FLOPs per multiply-add** (a k-long dot product is k multiplies and k adds). So the total
+# below in TFLOP is twice the number of multiply-accumulates (MACs), which some papers quote instead.
 
 # %%
 with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -296,17 +411,23 @@ blocks = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"] + [f"up_blocks.{
 params = list(unet_params(SD15_UNET).values())[1:-1]
 attn_flops = {b: sum(v for k, v in flops.items() if k.startswith(b + ".") and k.endswith(("attn1", "attn2"))) for b in blocks}
 
-print(f"one SD 1.5 UNet evaluation at 512x512: {total / 1e12:.2f} TFLOP")
-fig, ax = plt.subplots(figsize=(11, 3.5))
+print(f"one SD 1.5 UNet evaluation at 512x512: {total / 1e12:.2f} TFLOP = {total / 2e12:.2f} T multiply-adds")
+one_conv = 2 * 320 * 4 * 9 * 64 * 64                               # conv_in: 2 x (in x out x 3 x 3) per pixel
+assert flops["conv_in"] == one_conv                                 # FlopCounterMode: 2 FLOPs per multiply-add
+fig, ax = plt.subplots(figsize=(11, 3.8))
 xs = np.arange(len(blocks))
-ax.bar(xs - 0.2, np.array(params) / sum(params), 0.4, label="share of parameters")
-ax.bar(xs + 0.2, [flops[b] / total for b in blocks], 0.4, label="share of FLOPs")
-ax.bar(xs + 0.2, [attn_flops[b] / total for b in blocks], 0.4, color="tab:red", alpha=0.6,
+sides = [64, 32, 16, 8, 8, 8, 16, 32, 64]
+ax.bar(xs - 0.2, 100 * np.array(params) / sum(params), 0.4, color="tab:blue", label="share of the blocks' parameters")
+ax.bar(xs + 0.2, [100 * flops[b] / total for b in blocks], 0.4, color="tab:orange", label="share of FLOPs")
+ax.bar(xs + 0.2, [100 * attn_flops[b] / total for b in blocks], 0.4, color="tab:red",
        label="... of which attention (attn1 + attn2)")
-ax.set_xticks(xs, blocks, rotation=20)
+ax.set_xticks(xs, [f"{b}\n{s}x{s}" for b, s in zip(blocks, sides)], fontsize=8)
+ax.set(ylabel="share (%)", xlabel="block (and the side of the latent map it works on)")
 ax.legend()
-ax.set_title("SD 1.5 UNet, 64x64 latent: parameters sit in the coarse levels, compute in the fine ones")
+ax.set_title(f"SD 1.5 UNet, 64x64 latent ({sum(params) / 1e6:.0f}M parameters in these blocks, "
+             f"{total / 1e12:.2f} TFLOP): parameters sit in the coarse levels, compute in the fine ones", fontsize=10)
 fig.tight_layout()
+_ = save_figure(fig, "06_params_vs_flops.png")
 assert flops["up_blocks.3"] > flops["up_blocks.0"] and params[8] < params[5]
 
 # %% [markdown]
@@ -370,20 +491,30 @@ assert err < 1e-5   # the same float32 operations in the same order: equal up to
 # channels, 1280-dim time embedding)? Use the counting functions above.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_1 = resnet_params(320, 640, 1280)
+# END SOLUTION
+# STUB: answer_1 = None   # an int: the number of parameters
+answer_1
 
 # %%
-assert answer_1 == sum(p.numel() for p in sd.down_blocks[1].resnets[0].parameters())
-print("correct!", f"{answer_1:,}")
+ok = check("Exercise 1", answer_1, expected=sum(p.numel() for p in sd.down_blocks[1].resnets[0].parameters()),
+           hint="resnet_params(cin, cout, temb) counts two GroupNorms, two 3x3 convs, the time projection "
+                "and the 1x1 shortcut that a change of channels needs")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **2.** SD 2.1 makes 768×768 images with a VAE that shrinks each side 8×. What is the spatial size
-# (height, width) of the feature map entering SD 2.1's `mid_block`? Check with a meta forward pass.
+# (height, width) of the feature map entering SD 2.1's `mid_block`? The check runs a meta forward pass.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_2 = (768 // 8 // 2 ** 3, 768 // 8 // 2 ** 3)
+# END SOLUTION
+# STUB: answer_2 = None   # a tuple (height, width)
+answer_2
 
 # %%
 seen = {}
@@ -393,8 +524,12 @@ hook = sd21.mid_block.register_forward_hook(remember)
 with torch.no_grad(), torch.device("meta"):
     sd21(torch.empty(1, 4, 96, 96), torch.tensor([1]), torch.empty(1, 77, 1024))
 hook.remove()
-assert answer_2 == seen["shape"]
-print("correct!", answer_2)
+ok = check("Exercise 2", answer_2, expected=seen["shape"],
+           hint="the latent side is the image side / 8; the down path halves it once per downsampler, "
+                "and SD 2.1 has as many as SD 1.5 (len(block_out_channels) - 1)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3.** Every image size that is a multiple of 8 (the VAE's factor) runs through SD 1.5, even when the
@@ -407,7 +542,7 @@ print("correct!", answer_2)
 # side / 8.)
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 def sides_down(n, downsamplings=3):
     """The latent side at each level of the down path: n, ceil(n/2), ..."""
     sides = [n]
@@ -417,6 +552,9 @@ def sides_down(n, downsamplings=3):
 
 answer_3 = [s for s in (512, 520, 576, 600, 640)
             if any(2 * small != big for big, small in zip(sides_down(s // 8), sides_down(s // 8)[1:]))]
+# END SOLUTION
+# STUB: answer_3 = None   # a list of the image sizes, in the order above
+answer_3
 
 # %%
 def upsampler_sizes(image_side):
@@ -432,11 +570,12 @@ def upsampler_sizes(image_side):
     assert out.shape[-1] == image_side // 8          # every one of these sizes runs
     return seen
 
-not_doubled = []
+not_doubled = [s for s in (512, 520, 576, 600, 640) if any(o != 2 * i for i, o in upsampler_sizes(s))]
+ok = check("Exercise 3", answer_3, expected=not_doubled,
+           hint="follow the latent side down: n, ceil(n/2), ceil(n/4), ceil(n/8); an upsampler does not "
+                "double wherever the side it must reach is odd")
+# BEGIN SOLUTION
+assert ok
 for s in (512, 520, 576, 600, 640):
-    sizes = upsampler_sizes(s)
-    print(s, "-> latent", s // 8, "| upsamplers (in -> out):", ", ".join(f"{i} -> {o}" for i, o in sizes))
-    if any(o != 2 * i for i, o in sizes):
-        not_doubled.append(s)
-assert answer_3 == not_doubled
-print("correct!", answer_3)
+    print(s, "-> latent", s // 8, "| upsamplers (in -> out):", ", ".join(f"{i} -> {o}" for i, o in upsampler_sizes(s)))
+# END SOLUTION
