@@ -33,18 +33,28 @@
 #
 # Why the detour through a latent space? Diffusion models need many network evaluations per image,
 # and on pixels every evaluation is expensive. The VAE shrinks each side 8x and keeps 4 channels,
-# so the UNet works on far fewer numbers. Let's count instead of trusting the slogan:
+# so the UNet works on far fewer numbers. Let's count instead of trusting the slogan, then check the
+# count against SD v1's real VAE architecture, built on PyTorch's `meta` device (shapes only: no
+# weights, no memory, no download):
 
 # %%
+import torch
+
+from sdlearn.configs import SD_VAE
+from sdlearn.vae import VAE
+
 pixels = 512 * 512 * 3            # an SD v1 image
 f, latent_channels = 8, 4         # the VAE's downsampling factor and latent channels
 latent = (512 // f) * (512 // f) * latent_channels
 print(f"pixels: {pixels:,}   latent: {latent:,}   -> {pixels / latent:.0f}x fewer numbers")
-assert pixels / latent == 3 * f * f / latent_channels == 48
+with torch.device("meta"):
+    z = VAE.from_config(SD_VAE).encode(torch.empty(1, 3, 512, 512)).mean   # (1, 4, 64, 64), shapes only
+print("SD v1's VAE encoder turns (1, 3, 512, 512) into", tuple(z.shape))
+assert z.numel() == latent        # f and the channel count above are the real VAE's
 
 # %% [markdown]
 # Self-attention cost grows with the *square* of the number of positions, so at the UNet's first
-# attention layer the saving is larger still: (512*512)^2 / (64*64)^2 = 4096x fewer attention scores.
+# attention layer the saving is larger still (by how much is an exercise in notebook 02).
 # That is the whole idea of the *latent* diffusion paper (Rombach et al., 2022): keep the diffusion
 # model, move it to a compressed space where it is cheap, and pick the compression gently enough
 # (f = 4 or 8) that the decoder can still restore detail.
@@ -353,12 +363,25 @@ else:
 # store it in `answer_1` (a PIL image). The check reads it back with the attribute reader.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_1 = data.render("star", "green", "large", "bottom right", seed=0)
+# END SOLUTION
+# STUB: answer_1 = None   # a PIL image: data.render(shape, colour, size, position, seed=...)
 
 # %%
-assert evaluate.read_attributes([answer_1])[0] == data.Attributes("star", "green", "large", "bottom right")
-print("correct!")
+from sdlearn.exercises import check
+
+
+def reads_as_asked(image):
+    got = evaluate.read_attributes([image])[0]
+    return got == data.Attributes("star", "green", "large", "bottom right") or f"the reader sees {got.caption()!r}"
+
+
+ok = check("Exercise 1", answer_1, test=reads_as_asked,
+           hint="data.render takes the shape, colour, size and position as words (see data.SHAPES, data.POSITIONS)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **2.** How many distinct (shape, colour, size, position) combinations does the training data
@@ -366,28 +389,43 @@ print("correct!")
 # store it in `answer_2`. The check counts by brute force over every combination.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_2 = len(data.HELD_OUT) * len(data.SIZES) * len(data.POSITIONS)
+# END SOLUTION
+# STUB: answer_2 = None   # an int: how many of the combinations are never shown
+answer_2
 
 # %%
 import itertools
 
 never = sum((s, c) in data.HELD_OUT
             for s, c, _, _ in itertools.product(data.SHAPES, data.COLORS, data.SIZES, data.POSITIONS))
-assert answer_2 == never, f"expected {never}"
-print(f"correct! {answer_2} of {n_combos} combinations are held out")
+ok = check("Exercise 2", answer_2, expected=never,
+           hint="a held-out (shape, colour) pair is never shown at any size or position")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3.** Stable Diffusion v2 makes 768x768 images with the same VAE (f = 8, 4 latent channels). How
-# many numbers does its UNet denoise per image? Store it in `answer_3`.
+# many numbers does its UNet denoise per image? Store it in `answer_3`. The check runs SD's VAE
+# encoder on the `meta` device, as section 1 did.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 answer_3 = (768 // 8) * (768 // 8) * 4
+# END SOLUTION
+# STUB: answer_3 = None   # an int: the number of latent values per 768x768 image
+answer_3
 
 # %%
-assert answer_3 == 36_864 and 768 * 768 * 3 / answer_3 == 48
-print("correct! still 48x fewer numbers than pixels")
+with torch.device("meta"):
+    z_768 = VAE.from_config(SD_VAE).encode(torch.empty(1, 3, 768, 768)).mean
+ok = check("Exercise 3", answer_3, expected=z_768.numel(),
+           hint="each side shrinks by f = 8, and every latent position holds 4 channels")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **4.** Make the reader fail. Find a degradation of a render (blur, noise, a colour change...) that
@@ -397,13 +435,27 @@ print("correct! still 48x fewer numbers than pixels")
 # the nearest palette colour; what lies halfway between orange and red?)
 
 # %%
-# your answer (one possible solution)
-base = data.to_tensor(data.render("circle", "orange", "large", "center"))[None]
+base = data.to_tensor(data.render("circle", "orange", "large", "center"))[None]   # (1, 3, 64, 64) in [-1, 1]
+# BEGIN SOLUTION
 answer_4 = base.clone()
 answer_4[:, 1][evaluate.foreground(base)[0] > 0.5] -= 0.45   # less green: orange drifts towards red
+# END SOLUTION
+# STUB: answer_4 = None   # a (1, 3, 64, 64) tensor in [-1, 1]: `base`, degraded
+
 
 # %%
-assert answer_4.shape == (1, 3, 64, 64) and answer_4.min() >= -1 and answer_4.max() <= 1
-print("read as:", evaluate.read_attributes(answer_4)[0].color)
-assert evaluate.read_attributes(answer_4)[0].color != "orange"
-print("correct! the reader only knows six colour names")
+def misread_colour(x):
+    if not isinstance(x, torch.Tensor) or x.shape != (1, 3, 64, 64):
+        return "answer_4 must be a tensor of shape (1, 3, 64, 64)"
+    if x.min() < -1 or x.max() > 1:
+        return "the values must stay in [-1, 1]"
+    read_as = evaluate.read_attributes(x)[0].color
+    return read_as != "orange" or "the reader still reads orange"
+
+
+ok = check("Exercise 4", answer_4, test=misread_colour,
+           hint="move the shape's pixels a little towards another palette colour (data.COLORS)")
+# BEGIN SOLUTION
+assert ok
+print("read as:", evaluate.read_attributes(answer_4)[0].color, "(the reader only knows six colour names)")
+# END SOLUTION

@@ -401,55 +401,104 @@ plt.show()
 
 # %%
 def drop_captions(ids: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    # your answer (one possible solution)
+    # BEGIN SOLUTION
     out = ids.clone()
     out[torch.rand(len(ids), generator=gen) < p] = 0
     return out
+    # END SOLUTION
+    # STUB: return None   # a tensor shaped like ids: some indices set to 0, the others unchanged
 
 
 # %%
-ids = torch.arange(1, 20001)
-dropped = drop_captions(ids, 0.1, torch.Generator().manual_seed(0))
-assert torch.equal(ids, torch.arange(1, 20001)), "ids must not change in place"
-assert abs((dropped == 0).float().mean().item() - 0.1) < 0.01 and torch.equal(dropped[dropped > 0], ids[dropped > 0])
-print("correct!")
+from sdlearn.exercises import check
+
+
+def drops_a_tenth(fn):
+    ids = torch.arange(1, 20001)
+    dropped = fn(ids, 0.1, torch.Generator().manual_seed(0))
+    if not isinstance(dropped, torch.Tensor) or dropped.shape != ids.shape:
+        return "drop_captions must return a tensor shaped like ids"
+    if not torch.equal(ids, torch.arange(1, 20001)):
+        return "ids changed in place: clone it first"
+    if not torch.equal(dropped[dropped != 0], ids[dropped != 0]):
+        return "indices that are not dropped must stay as they were"
+    rate = (dropped == 0).float().mean().item()
+    return abs(rate - 0.1) < 0.01 or f"{rate:.1%} of the captions were dropped, not about 10%"
+
+
+ok = check("Exercise 1", drop_captions, test=drops_a_tenth,
+           hint="draw one uniform number per caption from gen and zero the ones below p (in a copy)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
-# **Exercise 2.** Two networks that need no training: one always predicts ε̂ = 0, the other ε̂ = z_t
-# (reasonable at large t, where z_t is almost all noise). What loss does each score at step t, as a
-# function of ᾱ_t? (Hint: E[(z_t − ε)²] per dimension, with z₀ of mean 0 and variance 1, independent of ε.)
-# The simulation below checks your formulas.
+# **Exercise 2.** Two networks that need no training: one always predicts ε̂ = z_t (reasonable at large t,
+# where z_t is almost all noise), the other shrinks it first, ε̂ = √(1 − ᾱ_t)·z_t. What loss does each score
+# at step t, as a function of ᾱ_t? (Hint: E[(ε̂ − ε)²] per dimension, with z₀ of mean 0 and variance 1,
+# independent of ε.) The simulation below checks your formulas; compare the two at small and large t.
 
 # %%
-def loss_if_eps_hat_is_zero(t: int) -> float:
-    # your answer (one possible solution)
-    return 1.0
-
-
 def loss_if_eps_hat_is_z_t(t: int) -> float:
-    # your answer (one possible solution): z_t - eps = sqrt(a) z0 + (sqrt(1 - a) - 1) eps
     a = a_bar[t].item()
-    return a + (1 - (1 - a) ** 0.5) ** 2
+    # BEGIN SOLUTION
+    return a + (1 - (1 - a) ** 0.5) ** 2      # z_t - eps = sqrt(a) z0 + (sqrt(1 - a) - 1) eps
+    # END SOLUTION
+    # STUB: return None   # a float, from a = alpha_bar_t
+
+
+def loss_if_eps_hat_is_shrunk_z_t(t: int) -> float:
+    a = a_bar[t].item()
+    # BEGIN SOLUTION
+    return a                                  # sqrt(1 - a) z_t - eps = sqrt(a (1 - a)) z0 - a eps
+    # END SOLUTION
+    # STUB: return None   # a float, from a = alpha_bar_t
 
 
 # %%
 sim_eps = torch.randn(20000, 4, generator=g)
 sim_z0 = ((z0_all - z0_all.mean()) / z0_all.std()).flatten()[:80000].reshape(20000, 4)   # mean 0, variance 1
-for t in (10, 500, 999):
-    z_t = q_sample(sim_z0, torch.full((20000,), t), sim_eps, a_bar)
-    assert abs(F.mse_loss(torch.zeros_like(sim_eps), sim_eps).item() - loss_if_eps_hat_is_zero(t)) < 0.03
-    assert abs(F.mse_loss(z_t, sim_eps).item() - loss_if_eps_hat_is_z_t(t)) < 0.03, t
-print("correct!  e.g. at t=999 predicting eps = z_t already scores", round(loss_if_eps_hat_is_z_t(999), 4))
+
+
+def matches_simulation(shrink: bool):
+    def test(fn):
+        for t in (10, 500, 999):
+            z_t = q_sample(sim_z0, torch.full((20000,), t), sim_eps, a_bar)
+            eps_hat = (1 - a_bar[t]).sqrt() * z_t if shrink else z_t
+            simulated, formula = F.mse_loss(eps_hat, sim_eps).item(), fn(t)
+            if formula is None:
+                return "the function returned None"
+            if abs(simulated - formula) > 0.03:
+                return f"at t = {t} the simulation gives {simulated:.3f}, the formula {formula}"
+        return True
+    return test
+
+
+ok_2a = check("Exercise 2 (eps_hat = z_t)", loss_if_eps_hat_is_z_t, test=matches_simulation(False),
+              hint="write eps_hat - eps as a sum of sqrt(a) z0 and a multiple of eps; their variances add")
+ok_2b = check("Exercise 2 (eps_hat = sqrt(1 - a) z_t)", loss_if_eps_hat_is_shrunk_z_t, test=matches_simulation(True),
+              hint="the same expansion: the coefficient of eps becomes (1 - a) - 1")
+# BEGIN SOLUTION
+assert ok_2a and ok_2b
+print("t:", *[f"{t:>6}" for t in (10, 500, 999)])
+print("z_t:       ", *[f"{loss_if_eps_hat_is_z_t(t):6.3f}" for t in (10, 500, 999)])
+print("shrunk z_t:", *[f"{loss_if_eps_hat_is_shrunk_z_t(t):6.3f}" for t in (10, 500, 999)])
+# END SOLUTION
 
 # %% [markdown]
-# **Exercise 3.** Classifier-free guidance with w = 0 returns the unconditional prediction and w = 1 the
-# conditional one. Write `guide(eps_uncond, eps_cond, w)`; the check below also confirms that the pipeline's
-# `predict_noise` at guidance 3 equals `guide` applied to one unconditional and one conditional UNet call.
+# **Exercise 3.** Read the guidance scale back. Section 5's ε̂ is a point on the line through the
+# unconditional and the conditional prediction. Given ε_u, ε_c and a guided ε̂ made with some unknown w,
+# write `guidance_used(eps_uncond, eps_cond, eps_guided)` that returns w as a float. The check asks the
+# pipeline's `predict_noise` (which runs one unconditional and one conditional UNet call) for guided
+# predictions at scales of its choosing (above 1: at w ≤ 1 it makes only the conditional call).
 
 # %%
-def guide(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
-    # your answer (one possible solution)
-    return eps_uncond + w * (eps_cond - eps_uncond)
+def guidance_used(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, eps_guided: torch.Tensor) -> float:
+    # BEGIN SOLUTION
+    d = eps_cond - eps_uncond                       # the guidance direction
+    return float(((eps_guided - eps_uncond) * d).sum() / (d * d).sum())   # least squares along d
+    # END SOLUTION
+    # STUB: return None   # a float: the w that made eps_guided
 
 
 # %%
@@ -458,7 +507,20 @@ tt = torch.tensor(500)
 ctx = pipe.encode_prompt(["", "a red circle"])                         # (2, 77, 128): [uncond; cond]
 with torch.no_grad():
     e_u, e_c = pipe.unet(torch.cat([z, z]), tt, ctx).chunk(2)
-assert torch.allclose(guide(e_u, e_c, 0.0), e_u) and torch.allclose(guide(e_u, e_c, 1.0), e_c)
 sched = DPMSolverPP.from_config(SCHEDULER_CONFIG)
-assert torch.allclose(pipe.predict_noise(z, tt, ctx, 3.0, sched), guide(e_u, e_c, 3.0), atol=1e-5)
-print("correct!")
+scales = 1.5 + torch.rand(3, generator=g) * 8                          # three scales in [1.5, 9.5), drawn here
+
+
+def recovers_the_scales(fn):
+    for w in scales.tolist():
+        got = fn(e_u, e_c, pipe.predict_noise(z, tt, ctx, w, sched))
+        if got is None or abs(got - w) > 1e-3:
+            return f"the pipeline used w = {w:.3f}; guidance_used returned {got}"
+    return True
+
+
+ok = check("Exercise 3", guidance_used, test=recovers_the_scales,
+           hint="eps_guided - eps_uncond = w (eps_cond - eps_uncond): divide, or better, project onto that direction")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION

@@ -23,9 +23,11 @@
 # %%
 import time
 
+import diffusers
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import transformers
 
 from sdlearn import evaluate
 from sdlearn.attention import attention_heatmaps, capture_attention
@@ -35,6 +37,11 @@ from sdlearn.device import seed_everything
 from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
 from sdlearn.viz import image_grid, plot_attention_maps, save_figure
 
+# Section 8 loads diffusers' pipeline: hide its loading progress bars (stored at "0%", they look like a
+# stall) and transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (never used).
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
 pipe = StableDiffusion.tiny(device="cpu")  # the files store float16; loaded as float32
@@ -417,48 +424,78 @@ plt.show()
 
 # %%
 def unet_rows(B: int, n: int, w: float) -> int:
-    # your answer (one possible solution)
+    # BEGIN SOLUTION
     return B * n * (2 if w > 1 else 1)
+    # END SOLUTION
+    # STUB: return None   # an int, from B, n and w
 
 
 # %%
-rows_seen = []
-hook = pipe.unet.register_forward_hook(lambda m, args, out: rows_seen.append(out.shape[0]))
-for B, n, w in ((1, 5, 5.0), (3, 4, 1.0), (2, 7, 7.5)):
-    rows_seen.clear()
-    pipe.text_to_image(["a red circle"] * B, num_inference_steps=n, guidance_scale=w, seed=0, output_type="latent")
-    assert sum(rows_seen) == unet_rows(B, n, w), (B, n, w, sum(rows_seen))
-hook.remove()
-print("correct!")
+from sdlearn.exercises import check
+
+
+def counts_rows(fn):
+    rows_seen = []
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: rows_seen.append(out.shape[0]))
+    try:
+        for B, n, w in ((1, 5, 5.0), (3, 4, 1.0), (2, 7, 7.5)):
+            rows_seen.clear()
+            pipe.text_to_image(["a red circle"] * B, num_inference_steps=n, guidance_scale=w, seed=0, output_type="latent")
+            if fn(B, n, w) != sum(rows_seen):
+                return f"with B={B}, n={n}, w={w} the UNet saw {sum(rows_seen)} rows; unet_rows says {fn(B, n, w)}"
+    finally:
+        hook.remove()
+    return True
+
+
+ok = check("Exercise 1", unet_rows, test=counts_rows,
+           hint="one UNet call per step; with guidance each call holds the batch twice (unconditional and conditional)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
-# **Exercise 2.** A friend generated two images by calling `pipe.text_to_image(p, generator=gen)` twice with
-# `gen = torch.Generator().manual_seed(42)` and liked the **third** one of a third call. Rebuild that third
-# image with a single call that passes `latents=` (DPM-Solver++ draws no noise during the steps).
+# **Exercise 2.** A friend called `pipe.text_to_image([p, p], generator=gen)` three times, two images per
+# call, with one `gen = torch.Generator().manual_seed(42)`, and liked the **second** image of the **third**
+# call. Rebuild that image with a single call for the one prompt `p` that passes `latents=` (DPM-Solver++
+# draws no noise during the steps).
 
 # %%
 p = "a small green diamond in the center"
-gen = torch.Generator().manual_seed(42)
-friends = [pipe.text_to_image(p, generator=gen, output_type="pt") for _ in range(3)]
-# your answer (one possible solution)
-third_latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(42))[2:3]
-rebuilt = pipe.text_to_image(p, latents=third_latents, output_type="pt")
+# BEGIN SOLUTION
+liked_latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(42))[5:6]   # call 3, image 2
+rebuilt = pipe.text_to_image(p, latents=liked_latents, output_type="pt")
+# END SOLUTION
+# STUB: rebuilt = None   # a (1, 3, 64, 64) image from pipe.text_to_image(p, latents=..., output_type="pt")
 
 # %%
-assert torch.allclose(rebuilt, friends[2], atol=1e-6)
-print("correct!")
+gen = torch.Generator().manual_seed(42)
+friends = [pipe.text_to_image([p, p], generator=gen, output_type="pt") for _ in range(3)]   # 3 x (2, 3, 64, 64)
+ok = check("Exercise 2", rebuilt,
+           test=lambda x: x.shape == (1, 3, 64, 64) and torch.allclose(x, friends[2][1:], atol=1e-5) or "not that image",
+           hint="every image takes the next (4, 8, 8) block of the generator's stream, call after call")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **Exercise 3.** Which token of "a large red circle in the top left" gets the *least* of its attention on the
-# shape itself, and why is that plausible? Compute the share for every word (reuse `overall` and `mask`)
-# and return the word.
+# shape itself, and why is that plausible? Compute the share for every word (reuse `overall`, `mask` and
+# `words`) and store the word in `least`.
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 shares = {w: ((overall[j] * mask).sum() / overall[j].sum()).item() for j, w in enumerate(words) if 0 < j < len(words) - 1}
 least = min(shares, key=shares.get)
+# END SOLUTION
+# STUB: least = None   # a word (str) of the prompt
+least
 
 # %%
-check = {w: ((overall[words.index(w)] * mask).sum() / overall[words.index(w)].sum()).item() for w in words[1:-1]}
-assert least == min(check, key=check.get)
-print(f"correct! '{least}' ({shares[least]:.0%} on the shape)")
+on_shape = {w: float(overall[words.index(w)][mask].sum() / overall[words.index(w)].sum()) for w in words[1:-1]}
+ok = check("Exercise 3", least, expected=min(on_shape, key=on_shape.get),
+           hint="for each word j, (overall[j] * mask).sum() / overall[j].sum() is its share on the shape")
+# BEGIN SOLUTION
+assert ok
+print(f"'{least}': {on_shape[least]:.0%} of its attention on the shape")
+# END SOLUTION

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers
 from PIL import Image
 
 from sdlearn import data
@@ -35,6 +36,11 @@ from sdlearn.schedules import alpha_bar, make_betas
 from sdlearn.unet import UNet
 from sdlearn.viz import save_figure
 
+# Section 6 builds diffusers' inpainting pipeline: hide transformers' "Loading weights" progress bars
+# (stored at "0%", they look like a stall) and its notice that CLIPImageProcessor falls back to PIL
+# without torchvision (no image processor is used here).
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 seed_everything(0)
 sd = StableDiffusion.tiny(device="cpu")   # the bundled Shapes model: 64x64 images, 8x8x4 latents
@@ -603,42 +609,62 @@ assert np.abs(got - ref).max() < 1e-4   # same float32 arithmetic in a different
 # which timestep? (Hint: `sched.set_timesteps(30)`; the loop runs the *last* steps.)
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 sched.set_timesteps(30)
 n_run_answer = int(30 * 0.35)
 t_start_answer = int(sched.timesteps[30 - n_run_answer])
+# END SOLUTION
+# STUB: n_run_answer = None     # an int: how many denoising steps run
+# STUB: t_start_answer = None   # an int: the timestep of the first step that runs
+n_run_answer, t_start_answer
 
 # %%
+from sdlearn.exercises import check
+
 seen = []
 sd.image_to_image("a red circle", source, strength=0.35, num_inference_steps=30, seed=0, output_type="latent",
                   callback=lambda i, t, z: seen.append(int(t)))
-assert n_run_answer == len(seen), f"{n_run_answer} steps? the pipeline ran {len(seen)}"
-assert t_start_answer == seen[0], f"t = {t_start_answer}? the pipeline started at {seen[0]}"
-print(f"correct! {n_run_answer} steps from t = {t_start_answer}")
+ok = check("Exercise 1", (n_run_answer, t_start_answer), expected=(len(seen), seen[0]),
+           hint="int(steps * strength) steps run: the last ones of sched.timesteps after set_timesteps(30)")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **2. A mask for two objects.** Write `two_object_mask(a, b)` that returns one PIL "L" mask
 # covering the neighbourhoods of two `Attributes` `a` and `b`, on the latent grid.
 
 # %%
-# your answer (one possible solution)
 def two_object_mask(a, b):
+    # BEGIN SOLUTION
     m = np.maximum(np.asarray(object_mask(a.position, a.size)), np.asarray(object_mask(b.position, b.size)))
     return Image.fromarray(m, "L")
+    # END SOLUTION
+    # STUB: return None   # a PIL image, mode "L", 64x64: white where the model may paint
 
 
 # %%
-a, b = data.Attributes("star", "red", "small", "top left"), data.Attributes("circle", "blue", "small", "center right")
-m = two_object_mask(a, b)
-assert isinstance(m, Image.Image) and m.mode == "L" and m.size == (64, 64)
-pix = np.asarray(m) / 255
-assert (np.kron(latent_mask(m).numpy(), np.ones((8, 8))) == pix).all(), "not aligned to the 8x8 latent cells"
-for at in (a, b):
-    ink = np.abs(np.asarray(render(at.shape, at.color, at.size, at.position, seed=3), np.float32)
-                 - np.array(data.BACKGROUND)).sum(-1) > 3
-    assert (pix[ink] == 1).all(), f"the {at.shape} sticks out of the mask"
-assert pix.mean() <= 0.5, "the mask covers more than half the image: too generous"
-print(f"correct! the mask covers {pix.mean():.0%} of the image")
+def covers_both(fn):
+    a, b = data.Attributes("star", "red", "small", "top left"), data.Attributes("circle", "blue", "small", "center right")
+    m = fn(a, b)
+    if not (isinstance(m, Image.Image) and m.mode == "L" and m.size == (64, 64)):
+        return "two_object_mask must return a 64x64 PIL image in mode 'L'"
+    pix = np.asarray(m) / 255
+    if not (np.kron(latent_mask(m).numpy(), np.ones((8, 8))) == pix).all():
+        return "the mask is not aligned to the 8x8 latent cells"
+    for at in (a, b):
+        ink = np.abs(np.asarray(render(at.shape, at.color, at.size, at.position, seed=3), np.float32)
+                     - np.array(data.BACKGROUND)).sum(-1) > 3
+        if not (pix[ink] == 1).all():
+            return f"the {at.shape} sticks out of the mask"
+    return pix.mean() <= 0.5 or "the mask covers more than half the image: too generous"
+
+
+ok = check("Exercise 2", two_object_mask, test=covers_both,
+           hint="object_mask(position, size) from section 3 makes one; combine two with np.maximum")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
 
 # %% [markdown]
 # **3. The blend.** Write `blend(z, known, m)`: one line of latent blending (m = 1 where the model
@@ -646,21 +672,32 @@ print(f"correct! the mask covers {pix.mean():.0%} of the image")
 # `"text-to-image"`, `"the VAE round trip"` or `"the input exactly"`).
 
 # %%
-# your answer (one possible solution)
 def blend(z, known, m):
+    # BEGIN SOLUTION
     return m * z + (1 - m) * known
+    # END SOLUTION
+    # STUB: return None   # a tensor shaped like z
 
 
+# BEGIN SOLUTION
 black_mask_gives = "the VAE round trip"
+# END SOLUTION
+# STUB: black_mask_gives = None   # one of the three strings above
 
 # %%
 gz = torch.Generator().manual_seed(0)
 z, known = torch.randn(2, 4, 8, 8, generator=gz), torch.randn(2, 4, 8, 8, generator=gz)
 mm = (torch.rand(2, 1, 8, 8, generator=gz) > 0.5).float()
-assert torch.equal(blend(z, known, mm), torch.where(mm.bool(), z, known))
+ok_3a = check("Exercise 3 (blend)", blend, test=lambda fn: torch.equal(fn(z, known, mm), torch.where(mm.bool(), z, known)),
+              hint="where m is 1 take z, where it is 0 take known")
 black = Image.new("L", (64, 64), 0)
-out = sd.inpaint("a red circle", source, black, num_inference_steps=4, seed=0, output_type="pt")
-trip = sd.image_to_image("a red circle", source, strength=0.0, seed=0, output_type="pt")
-answer = "the VAE round trip" if torch.equal(out, trip) else "?"
-assert black_mask_gives == answer, "compare sd.inpaint(..., black mask) with sd.image_to_image(..., strength=0)"
-print("correct! z_0 is kept everywhere, and decoding z_0 is the VAE round trip (not the input exactly)")
+out = sd.inpaint("a red circle", source, black, num_inference_steps=4, seed=0, output_type="pt")   # (1, 3, 64, 64)
+candidates = {"text-to-image": sd.text_to_image("a red circle", num_inference_steps=4, seed=0, output_type="pt"),
+              "the VAE round trip": sd.image_to_image("a red circle", source, strength=0.0, seed=0, output_type="pt"),
+              "the input exactly": to_tensor(source)[None] / 2 + 0.5}                                     # in [0, 1]
+ok_3b = check("Exercise 3 (black mask)", black_mask_gives,
+              test=lambda s: s in candidates and torch.equal(out, candidates[s]) or f"{s!r} is not what inpaint returned",
+              hint="compare sd.inpaint(..., black mask) with each candidate; which latent is kept where the mask is 0?")
+# BEGIN SOLUTION
+assert ok_3a and ok_3b
+# END SOLUTION

@@ -37,6 +37,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+import diffusers
+import transformers
 
 from sdlearn import weights
 from sdlearn.clip import CLIPTextEncoder
@@ -48,6 +50,13 @@ from sdlearn.schedules import alpha_bar, make_betas, v_target
 from sdlearn.unet import UNet
 from sdlearn.vae import VAE
 from sdlearn.viz import save_figure
+
+# Hide the loading progress bars of diffusers and transformers (stored at "0%", they look like a stall)
+# and transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (never used here).
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
 
 def online(host="huggingface.co", port=443, timeout=3.0):
     """True when the Hugging Face hub is reachable (and HF_HUB_OFFLINE is not set)."""
@@ -397,7 +406,7 @@ print("the single file gives the same image as the folder:", same)
 assert same
 
 # %% [markdown]
-# **Why not `.ckpt`?** A `.ckpt` (and `.bin`, `.pt`) is a Python **pickle**, and unpickling can
+# **Why not `.ckpt`?** A `.ckpt` is a Python **pickle** (as is whatever `torch.save` writes), and unpickling can
 # call any function the file names. Here is a checkpoint that holds real tensors *and* a payload
 # which, when unpickled, would write a file (it could as well delete files or send your keys away):
 
@@ -425,14 +434,18 @@ assert "io open" in calls      # the payload: torch's own tensor rebuilders sit 
 # everything else, **before** anything is called:
 
 # %%
+def shown(err: Exception) -> str:
+    return str(err).replace(f"{workdir}{os.sep}", "")   # the message names the file; its scratch folder is random
+
+
 try:
     StableDiffusion.from_single_file(evil)
 except ValueError as err:
-    print("without opt-in:", err)
+    print("without opt-in:", shown(err))
 try:
     weights.load_file(evil, allow_pickle=True)
 except ValueError as err:
-    print("\nwith allow_pickle=True:", str(err).split(":")[0])
+    print("\nwith allow_pickle=True:", shown(err).split(":")[0])
 print("\nthe payload ran:", marker.exists())
 assert not marker.exists()
 
@@ -450,33 +463,50 @@ shutil.rmtree(workdir)
 # %% [markdown]
 # ## Exercises
 #
-# **1. Will it fit?** A 6 GiB GPU. Compute the weight memory of SD 2.1 in GiB with the UNet and the
-# text encoder in float16 and the VAE in float32 (use `counts`).
+# **1. Will it fit?** A 4 GiB GPU, and a cautious setup: only the UNet in float16, the text encoder
+# and the VAE both kept in float32. Compute the weight memory of SD 2.1 in GiB (use `counts`).
 
 # %%
-# your answer (one possible solution)
+# BEGIN SOLUTION
 c = counts["SD 2.1"]
-sd21_gib = (2 * (c["unet"] + c["text"]) + 4 * c["vae"]) / GiB
+sd21_gib = (2 * c["unet"] + 4 * (c["text"] + c["vae"])) / GiB
+# END SOLUTION
+# STUB: sd21_gib = None   # a float: GiB of weights
+sd21_gib
 
 # %%
-ref = sum(n * b for n, b in zip(counts["SD 2.1"].values(), (2, 4, 2))) / GiB
-assert abs(sd21_gib - ref) < 1e-6, f"{sd21_gib:.3f} GiB? recount: the VAE stays in float32"
-print(f"correct! {sd21_gib:.2f} GiB of weights: it fits in 6 GiB, leaving {6 - sd21_gib:.1f} GiB for activations")
+from sdlearn.exercises import check
+
+bytes_per = {"unet": torch.float16, "vae": torch.float32, "text": torch.float32}
+ref = sum(n * torch.empty((), dtype=bytes_per[part]).element_size() for part, n in counts["SD 2.1"].items()) / GiB
+ok = check("Exercise 1", sd21_gib, expected=ref,
+           hint="float16 takes 2 bytes per parameter, float32 4; add the three parts and divide by 2**30")
+# BEGIN SOLUTION
+assert ok
+print(f"{sd21_gib:.2f} GiB of weights:", "it fits in 4 GiB" if sd21_gib < 4 else "too much for 4 GiB")
+# END SOLUTION
 
 # %% [markdown]
-# **2. Attention at 768 px.** SD 2.1's first level has 5 heads. How many GiB would one written-out
-# self-attention matrix take at 768x768, for a CFG batch of 2 in float16?
+# **2. Attention at 1024 px.** Run SD 2.1 (5 heads at its first level) at 1024x1024 in float32, for a CFG
+# batch of 2. How many GiB would one written-out self-attention matrix of that level take?
 
 # %%
-# your answer (one possible solution)
-n_positions = (768 // 8) ** 2
-gib_768 = 2 * 5 * n_positions ** 2 * 2 / GiB
+# BEGIN SOLUTION
+n_positions = (1024 // 8) ** 2
+gib_1024 = 2 * 5 * n_positions ** 2 * 4 / GiB
+# END SOLUTION
+# STUB: gib_1024 = None   # a float: GiB for one (batch, heads, positions, positions) float32 matrix
+gib_1024
 
 # %%
 with torch.device("meta"):
-    probs = torch.empty(2, 5, 96 * 96, 96 * 96, dtype=torch.float16)
-assert abs(gib_768 - probs.numel() * probs.element_size() / GiB) < 1e-9
-print(f"correct! {gib_768:.2f} GiB for one layer: why SDPA (which never stores it) matters")
+    probs = torch.empty(2, 5, 128 * 128, 128 * 128, dtype=torch.float32)   # (B, heads, N, N) for 128x128 latents
+ok = check("Exercise 2", gib_1024, expected=probs.numel() * probs.element_size() / GiB,
+           hint="the latent is 1024/8 on a side; the matrix is batch x heads x positions x positions, 4 bytes each")
+# BEGIN SOLUTION
+assert ok
+print(f"{gib_1024:.1f} GiB for one layer: why SDPA (which never stores it) matters")
+# END SOLUTION
 
 # %% [markdown]
 # **3. Which files load without `allow_pickle=True`?** From the names below, put those that
@@ -485,8 +515,10 @@ print(f"correct! {gib_768:.2f} GiB for one layer: why SDPA (which never stores i
 # %%
 names = ["v1-5-pruned-emaonly.safetensors", "v1-5-pruned-emaonly.ckpt", "diffusion_pytorch_model.bin",
          "model.safetensors", "lora.pt", "vae.pth"]
-# your answer (one possible solution)
+# BEGIN SOLUTION
 safe = {n for n in names if n.endswith(".safetensors")}
+# END SOLUTION
+# STUB: safe = None   # a set of names from `names`
 
 # %%
 truth = set()
@@ -497,5 +529,9 @@ for n in names:
         truth.add(n)
     except ValueError:               # refused before touching the file
         pass
-assert safe == truth, f"expected {sorted(truth)}"
-print("correct! only safetensors: it stores raw tensors and a JSON header, nothing that can run")
+ok = check("Exercise 3", safe, test=lambda a: set(a) == truth or "some of those are refused, or some accepted are missing",
+           hint="try weights.load_file on each name: a refusal is a ValueError raised before the file is opened")
+# BEGIN SOLUTION
+assert ok
+print("only safetensors: it stores raw tensors and a JSON header, nothing that can run")
+# END SOLUTION
