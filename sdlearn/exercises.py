@@ -69,7 +69,9 @@ def check(label: str, answer: Any, expected: Any = None, *, test: Test | None = 
     if (expected is None) == (test is None):
         raise ValueError("give check() either expected= or test=, not both")
     tail = f" Hint: {hint}" if hint else ""
-    if answer is None or answer is Ellipsis:
+    stub = answer is None or answer is Ellipsis or (isinstance(answer, (tuple, list)) and len(answer) > 0
+                                                   and all(a is None or a is Ellipsis for a in answer))
+    if stub:
         print(f"not yet: {label} is still the stub (None or ...): write your answer in the cell above.{tail}")
         return False
     if test is not None:

@@ -66,6 +66,13 @@ def test_check_hints_until_right(capsys):
     assert capsys.readouterr().out.strip() == "Exercise 1: correct!"
 
 
+def test_a_tuple_of_stubs_is_a_stub(capsys):
+    assert check("Ex", (None, None), expected=(1, 2), hint="h") is False
+    assert "still the stub" in capsys.readouterr().out
+    assert check("Ex", (1, None), expected=(1, 2)) is False
+    assert "not right" in capsys.readouterr().out
+
+
 def test_check_with_a_test_function_reports_errors_as_hints(capsys):
     assert check("Ex", [1, 2], test=lambda a: a[5] == 1, hint="h") is False
     assert "IndexError" in capsys.readouterr().out
