@@ -138,8 +138,10 @@ plt.show()
 
 # %% [markdown]
 # Text-to-image runs all 20 steps from noise; image-to-image at strength 0.6 runs only the last 12,
-# starting from a latent that still holds the red circle's layout; inpainting runs all 20 but
-# re-imposes the unmasked part after every step, so the background is never in doubt.
+# starting from a latent that holds the red circle's layout (its first decoded step is still too
+# noisy to show it); inpainting runs all 20 but re-imposes the unmasked part after every step.
+# Mid-way its decoded latents still show coloured smudges outside the box: the pasted-back known
+# region is noised to the current step too, and only at the last step is it the input's own latent.
 #
 # **sdlearn holds the same.** `sd.text_to_image`, `sd.image_to_image` and `sd.inpaint` are this
 # loop (and agree with diffusers' `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline` and
@@ -287,6 +289,7 @@ ax[0].set(xlabel="strength", ylabel="PSNR (dB)", title="what survives: pixels")
 ax2 = ax[0].twinx()
 ax2.plot(curve_s, signal, "k:", label="signal kept at the start, sqrt(a_bar)")
 ax2.set_ylim(0, 1.05)
+ax2.set_ylabel("sqrt(a_bar) at the first step run")
 fig.legend(loc="upper center", bbox_to_anchor=(0.3, 0.87), fontsize=7)
 for key in ("colour", "shape", "position"):
     ax[1].plot(curve_s, curve[key], "o-", label=f"{key} as the prompt says")
@@ -424,7 +427,8 @@ for k, (case, im, m, out, r) in enumerate(zip(cases, images, masks, repainted, r
     axes[1, k].set_title(f'"{case[4][2:].split(" in ")[0]}"\nread: {r.color} {r.shape}', fontsize=7)
 for ax in axes.flat:
     ax.axis("off")
-fig.suptitle("inpainting with the 4-channel Shapes model (mask shaded)", fontsize=9)
+fig.suptitle("inpainting with the 4-channel Shapes model (top: the input, with what is kept darkened; "
+             "the bright square is the mask)", fontsize=9)
 fig.tight_layout()
 save_figure(fig, "09_repaint.png")
 plt.show()
