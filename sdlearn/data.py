@@ -9,7 +9,9 @@ model composes attributes it has only seen apart.
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -323,17 +325,29 @@ def _noun_phrase(o: SceneObject, size: bool, color: bool, shape: bool) -> str:
     return " ".join(words)
 
 
+def grid_position(o: SceneObject) -> str | None:
+    """The grid position (one of POSITIONS) an object is centred on, or None if it is off the grid
+    (two-object scenes place objects freely; a single object sits on the grid, as in Shapes world 1)."""
+    for name in POSITIONS:
+        cx, cy = position_center(name)
+        if abs(o.x - cx) < 0.5 and abs(o.y - cy) < 0.5:
+            return name
+    return None
+
+
 def scene_caption(scene: Scene, size: bool = True, color: bool = True, shape: bool = True,
-                  relation: bool = True, background: bool = True) -> str:
+                  relation: bool = True, background: bool = True, position: bool = True) -> str:
     """The caption of a scene, e.g. ``"a small red circle to the left of a large blue square on a
     black background"``; each keyword ``False`` leaves that attribute out (it then varies).
-    A single object reads as the single-object world does, without its place:
-    ``"a large red circle on a gray background"``."""
+    A single object on the grid reads as Shapes world 1 does, place included:
+    ``"a large red circle in the top left on a gray background"``."""
     phrases = [_noun_phrase(o, size, color, shape) for o in scene.objects]
     text = phrases[0]
     if len(phrases) == 2:
         joiner = scene.relation if (relation and scene.relation != "and") else "and"
         text = f"{phrases[0]} {joiner} {phrases[1]}"
+    elif position and grid_position(scene.objects[0]) is not None:
+        text += f" in the {grid_position(scene.objects[0])}"
     if background:
         text += f" on a {scene.background} background"
     return text
@@ -341,10 +355,63 @@ def scene_caption(scene: Scene, size: bool = True, color: bool = True, shape: bo
 
 def varied_scene_caption(scene: Scene, rng: np.random.Generator) -> str:
     """A scene caption that leaves attributes out at random, so that an unnamed attribute comes to
-    mean "any": sizes often, the background half the time, colour or shape now and then."""
-    return scene_caption(scene, size=rng.random() < 0.5, color=rng.random() < 0.85,
-                         shape=rng.random() < 0.9, relation=rng.random() < 0.9,
-                         background=rng.random() < 0.5)
+    mean "any": sizes often, the background half the time, colour or shape now and then. A single
+    object on the grid takes one of Shapes world 1's wordings (``varied_caption``)."""
+    color, shape = rng.random() < 0.85, rng.random() < 0.9
+    if len(scene.objects) == 1 and grid_position(scene.objects[0]) is not None:
+        o = scene.objects[0]
+        text = varied_caption(Attributes(o.shape, o.color, o.size, grid_position(o)), rng)
+        if not color:
+            text = re.sub(rf"\b{o.color} ", "", text)
+        if not shape:
+            text = re.sub(rf"\b{o.shape}\b", "shape", text)
+        return text + (f" on a {scene.background} background" if rng.random() < 0.5 else "")
+    return scene_caption(scene, size=rng.random() < 0.5, color=color, shape=shape,
+                         relation=rng.random() < 0.9, background=rng.random() < 0.5)
+
+
+def _mentioned(text: str, names: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    found = {}
+    for name, values in names.items():
+        hits = [v for v in values if re.search(rf"\b{v}\b", text)]
+        if hits:
+            found[name] = max(hits, key=len)   # "top center" also contains "center": the longest is meant
+    return found
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_caption(text: str) -> tuple[tuple[dict[str, str], ...], str, str | None]:
+    """What a caption states: (one dict per object of the attributes it names, the relation
+    ("and" for one object or none named), the background or None). Any wording of
+    ``varied_caption`` / ``varied_scene_caption`` parses; e.g. ``"a red circle above a square"`` ->
+    ``({"color": "red", "shape": "circle"}, {"shape": "square"}), "above", None``."""
+    background = None
+    m = re.search(r" on an? (\w+) background$", text)
+    if m:
+        background, text = m.group(1), text[:m.start()]
+    words = {"shape": SHAPES, "color": COLORS, "size": SIZES}
+    for joiner in (*RELATIONS, "and"):
+        if f" {joiner} " in text:
+            first, second = text.split(f" {joiner} ", 1)
+            return (_mentioned(first, words), _mentioned(second, words)), joiner, background
+    return (_mentioned(text, {**words, "position": POSITIONS}),), "and", background
+
+
+def caption_holds(text: str, scene: Scene) -> bool:
+    """Whether a caption is true of a scene: as many objects as it names, each with every attribute
+    it states (a place only for a single object on the grid), the relation holding between them as
+    ``relation_holds`` checks it (either object may come first for "and"), and the background if named."""
+    phrases, relation, background = parse_caption(text)
+    if len(phrases) != len(scene.objects) or (background is not None and background != scene.background):
+        return False
+
+    def fits(stated: dict[str, str], o: SceneObject) -> bool:
+        return all((grid_position(o) if k == "position" else getattr(o, k)) == v for k, v in stated.items())
+    if len(phrases) == 1:
+        return fits(phrases[0], scene.objects[0])
+    a, b = scene.objects
+    return any(fits(phrases[0], first) and fits(phrases[1], second) and _check_relation(first, second, relation)
+               for first, second in ((a, b), (b, a)))
 
 
 class SceneDataset(torch.utils.data.Dataset):

@@ -186,14 +186,16 @@ class TinyCLIP(nn.Module):
 def contrastive_loss(logits: torch.Tensor, match: torch.Tensor | None = None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE: mean of cross-entropy over rows (image -> caption) and columns.
 
-    ``logits`` (B, B) with the true pairs on the diagonal. ``match`` (B, B) bool, optional: pairs
-    that are also true (two images of a red circle, a caption that omits the size); the target
-    of each row/column is then spread evenly over its true pairs instead of the diagonal alone.
+    ``logits`` (B, B) with the true pairs on the diagonal. ``match`` (B_img, B_txt) bool, optional:
+    pairs that are also true (two images of a red circle, a caption that omits the size); the
+    target of each row/column is then spread evenly over its true pairs instead of the diagonal
+    alone. Extra caption columns true of no image (hard negatives) only compete in the rows.
     """
-    B = logits.shape[0]
     if match is None:
-        match = torch.eye(B, dtype=torch.bool, device=logits.device)
+        match = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
     target = match.float()
     loss_i = -(target / target.sum(1, keepdim=True) * logits.log_softmax(dim=1)).sum(1).mean()    # each image picks captions
-    loss_t = -(target / target.sum(0, keepdim=True) * logits.log_softmax(dim=0)).sum(0).mean()    # each caption picks images
+    cols = target.sum(0) > 0                                                                       # captions some image fits
+    t, lg = target[:, cols], logits[:, cols]
+    loss_t = -(t / t.sum(0, keepdim=True) * lg.log_softmax(dim=0)).sum(0).mean()                   # each caption picks images
     return (loss_i + loss_t) / 2

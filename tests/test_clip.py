@@ -109,12 +109,39 @@ def test_contrastive_loss():
 
 def test_caption_matches_handles_omitted_attributes():
     from sdlearn.data import Attributes
-    from sdlearn.train.clip import caption_matches, mentioned
+    from sdlearn.data import parse_caption
+    from sdlearn.train.clip import caption_matches
 
-    assert mentioned("a red circle in the top center") == {"color": "red", "shape": "circle", "position": "top center"}
+    assert parse_caption("a red circle in the top center") == (
+        ({"color": "red", "shape": "circle", "position": "top center"},), "and", None)
     imgs = [Attributes("circle", "red", "small", "top left"), Attributes("circle", "red", "large", "center")]
     m = caption_matches(["a red circle", "a small red circle in the top left", "a blue star"], imgs)
     assert m.tolist() == [[True, True], [True, False], [False, False]]
+
+
+def test_hard_negatives_swap_colours_and_flip_relations():
+    from sdlearn.data import Scene, SceneObject
+    from sdlearn.train.clip import caption_matches, hard_negatives
+
+    scene = Scene((SceneObject("circle", "red", "small", 10, 30), SceneObject("square", "blue", "large", 50, 30)),
+                  "black", "to the left of")
+    neg = hard_negatives("a red circle to the left of a blue square", scene)
+    assert neg == {"binding": "a blue circle to the left of a red square",
+                   "relation": "a red circle to the right of a blue square"}
+    assert hard_negatives("a circle and a square", scene) == {}
+    assert caption_matches(list(neg.values()), [scene]).tolist() == [[False], [False]]   # both false of the image
+
+
+def test_contrastive_loss_takes_extra_negative_captions():
+    """(B images, B + H captions): a caption true of no image only competes in the image rows."""
+    logits = torch.zeros(2, 3)
+    match = torch.tensor([[True, False, False], [False, True, False]])
+    base = contrastive_loss(logits[:, :2], match[:, :2])
+    assert torch.isfinite(contrastive_loss(logits, match))
+    assert contrastive_loss(logits, match) > base               # one more wrong caption to choose from
+    confusing = logits.clone()
+    confusing[0, 2] = 5.0                                       # image 0 likes the negative: a worse loss
+    assert contrastive_loss(confusing, match) > contrastive_loss(logits, match)
 
 
 def test_bundled_text_encoder_loads_in_transformers_and_is_small():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdlearn import data
-from sdlearn.data import (BACKGROUNDS, COLORS, RELATIONS, SHAPES, SIZES, Scene, SceneDataset, SceneObject,
+from sdlearn.data import (BACKGROUNDS, COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, Scene, SceneDataset, SceneObject,
                           random_scene, relation_holds, render_scene, scene_caption)
 
 NOUN = rf"a(?: (?:{'|'.join(SIZES)}))?(?: (?:{'|'.join(COLORS)}))? (?:{'|'.join(SHAPES)}|shape)"
@@ -65,11 +65,43 @@ def test_captions_follow_the_grammar_and_leave_out_what_they_are_told():
     assert scene_caption(scene, color=False, size=False, background=False) == "a circle to the left of a square"
     assert scene_caption(scene, shape=False, size=False, background=False) == "a red shape to the left of a blue shape"
     one = Scene((SceneObject("star", "green", "large", 32, 32),), "gray")
-    assert scene_caption(one) == "a large green star on a gray background"
+    assert scene_caption(one) == "a large green star in the center on a gray background"   # world 1's form + background
+    assert scene_caption(one, position=False, background=False) == "a large green star"
     rng = np.random.default_rng(1)
     for _ in range(300):
-        text = data.varied_scene_caption(random_scene(rng), rng)
+        text = data.varied_scene_caption(random_scene(rng, 2), rng)
         assert GRAMMAR.match(text), text
+
+
+def test_single_object_captions_keep_world_1_wordings():
+    rng = np.random.default_rng(2)
+    texts = [data.varied_scene_caption(random_scene(rng, 1), rng) for _ in range(400)]
+    world1 = re.compile(rf"(?:{'|'.join(POSITIONS)})")
+    assert sum(bool(world1.search(t)) for t in texts) > 300          # most name the place, as world 1 does
+    assert any(t.endswith("background") for t in texts) and any(not t.endswith("background") for t in texts)
+    assert any(" shape" in t for t in texts)                           # "a red shape ...": the shape left open
+    assert any(not any(c in t for c in COLORS) for t in texts)         # the colour left open
+
+
+def test_caption_holds_is_true_of_its_scene_and_false_of_a_changed_one():
+    rng = np.random.default_rng(3)
+    for _ in range(1000):
+        scene = random_scene(rng)
+        assert data.caption_holds(data.varied_scene_caption(scene, rng), scene)
+        assert data.caption_holds(scene.caption(), scene)
+    scene = Scene((SceneObject("circle", "red", "small", 10, 30), SceneObject("square", "blue", "large", 50, 30)),
+                  "black", "to the left of")
+    holds = lambda text: data.caption_holds(text, scene)
+    assert holds("a red circle to the left of a blue square") and holds("a blue square to the right of a red circle")
+    assert holds("a square and a circle") and holds("a red shape and a shape on a black background")
+    assert not holds("a blue circle to the left of a red square")     # colours swapped: the binding is wrong
+    assert not holds("a red circle to the right of a blue square")    # relation flipped
+    assert not holds("a red circle above a blue square")              # a relation the places don't show
+    assert not holds("a red circle on a black background")            # one object named, two shown
+    assert not holds("a red circle and a blue square on a gray background")
+    one = Scene((SceneObject("star", "green", "large", *data.position_center("top left")),), "white")
+    assert data.caption_holds("a green star in the top left", one) and data.caption_holds("top left: large green star", one)
+    assert not data.caption_holds("a green star in the top center", one) and not data.caption_holds("a small green star", one)
 
 
 def test_relation_holds_rejects_wrong_places():

@@ -81,6 +81,38 @@ def test_ema_update_moves_a_decay_share_towards_the_model():
 
 def test_the_trainer_runs_on_scenes(model_dir, tmp_path):
     """--world scenes caches Shapes world 2 (one or two objects, any background) in its own file."""
-    state = _train(model_dir, tmp_path / "scenes", "--world", "scenes", "--two-objects", "1.0")
+    state = _train(model_dir, tmp_path / "scenes", "--world", "scenes", "--two-objects", "0.5",
+                   "--one-object-steps", "2")
     assert any(k.startswith("unet.") for k in state)
-    assert list((tmp_path / "scenes").glob("cache_*_scenes1.safetensors"))
+    (cache_file,) = (tmp_path / "scenes").glob("cache_*_scenes0.5_v2.safetensors")
+    objects = load_file(cache_file)["objects"]
+    assert set(objects.tolist()) == {1, 2}                 # both kinds cached: the curriculum has a choice
+
+
+def test_a_curriculum_pool_draws_only_its_rows():
+    """training_step(pool=rows) draws its batch from those cache rows alone (one-object scenes first)."""
+    cache = {"mean": torch.arange(6.0)[:, None, None, None].expand(6, 4, 8, 8), "std": torch.zeros(6, 4, 8, 8),
+             "states": torch.zeros(7, 77, 8), "caption": torch.arange(1, 7), "scaling_factor": torch.tensor(1.0)}
+    a_bar = torch.ones(1000)                                   # z_t = z0: the drawn rows show through
+    drawn = []
+
+    def unet(z_t, t, context):
+        drawn.append(z_t[:, 0, 0, 0])
+        return torch.zeros_like(z_t)
+    for k in range(20):
+        t2i.training_step(unet, cache, a_bar, 8, 0.0, torch.Generator().manual_seed(k), pool=torch.tensor([1, 4]))
+    assert set(torch.cat(drawn).round().tolist()) == {1.0, 4.0}
+
+
+def test_init_unet_fine_tunes_a_trained_unet(model_dir, tmp_path):
+    """--init-unet starts from a trained UNet (world 1's, to fine-tune on scenes); a config that
+    differs from the run's is refused by name."""
+    from sdlearn.unet import UNet
+
+    state = _train(model_dir, tmp_path / "ft", "--channels", "64,128,128", "--batch-size", "2", "--steps", "1",
+                   "--init-unet", str(TINY_MODEL_DIR / "unet"))
+    bundled = UNet.from_pretrained(TINY_MODEL_DIR / "unet").state_dict()
+    drift = max((state[f"unet.{k}"] - v).abs().max().item() for k, v in bundled.items())
+    assert 0 < drift < 5e-3                      # one Adam step (lr 1e-3) away from the bundled weights
+    with pytest.raises(ValueError, match="--init-unet"):
+        _train(model_dir, tmp_path / "bad", "--init-unet", str(TINY_MODEL_DIR / "unet"))   # 32,32 channels

@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="shapes: one object per image (the bundled model); scenes: Shapes world 2 (needs a "
                          "--model-dir whose VAE and text encoder were trained on scenes)")
     ap.add_argument("--two-objects", type=float, default=0.6, help="with --world scenes: share of two-object scenes")
+    ap.add_argument("--one-object-steps", type=int, default=0,
+                    help="with --world scenes: a curriculum; the first N steps draw only one-object scenes")
+    ap.add_argument("--init-unet", type=Path, default=None,
+                    help="start from the UNet in this folder (fine-tuning, e.g. world 1's sdlearn/assets/tiny/unet) "
+                         "instead of random weights; its config must be the one --channels and --layers-per-block give")
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
     ap.add_argument("--channels", default="64,128,128")
     ap.add_argument("--layers-per-block", type=int, default=1)
@@ -94,9 +99,11 @@ def cache_dataset(args: argparse.Namespace, device: torch.device) -> dict[str, t
         data = SceneDataset(args.num_images, seed=args.seed, two_objects=args.two_objects, holdout=True, varied=True)
     else:
         data = ShapesDataset(args.num_images, seed=args.seed, holdout=True, varied=True)
-    means, stds, captions = [], [], []
+    means, stds, captions, objects = [], [], [], []
     for start in tqdm(range(0, len(data), 500), desc="caching latents"):
         items = [data[i] for i in range(start, min(start + 500, len(data)))]
+        objects += [len(data.scene(i).objects) if isinstance(data, SceneDataset) else 1
+                    for i in range(start, start + len(items))]
         x = torch.stack([im for im, _ in items]).to(device)                # (b, 3, 64, 64)
         posterior = vae.encode(x)                                            # q(z | x): (b, 4, 8, 8) each
         means.append(posterior.mean.cpu())
@@ -109,18 +116,20 @@ def cache_dataset(args: argparse.Namespace, device: torch.device) -> dict[str, t
     # contiguous, as they come back from the cache file: the UNet's convolutions then round the same way
     # whether a run computed its cache or read it (a resumed run reads it)
     return {"mean": torch.cat(means).contiguous(), "std": torch.cat(stds).contiguous(), "states": states,
-            "caption": torch.tensor([index[c] for c in captions]),
+            "caption": torch.tensor([index[c] for c in captions]), "objects": torch.tensor(objects),
             "scaling_factor": torch.tensor(float(vae.config["scaling_factor"]))}
 
 
 def training_step(unet: nn.Module, cache: dict[str, torch.Tensor], a_bar: torch.Tensor, batch_size: int,
-                  caption_dropout: float, generator: torch.Generator) -> torch.Tensor:
+                  caption_dropout: float, generator: torch.Generator, pool: torch.Tensor | None = None) -> torch.Tensor:
     """L_LDM on one random batch of the cache (notebook 07 writes it out line by line):
     z0 ~ q(z|x) scaled, captions dropped to "" with probability ``caption_dropout`` (for CFG), t and eps
     drawn, z_t = q_sample(z0, t, eps) (Ho et al. Eq. 4), and MSE(eps_theta(z_t, t, tau(y)), eps).
-    All randomness comes from ``generator``, in that order; the loss is computed where ``a_bar`` lives."""
+    ``pool``: draw only these cache rows (a curriculum). All randomness comes from ``generator``, in
+    that order; the loss is computed where ``a_bar`` lives."""
     mean, std, device = cache["mean"], cache["std"], a_bar.device
-    idx = torch.randint(len(mean), (batch_size,), generator=generator)
+    idx = torch.randint(len(mean) if pool is None else len(pool), (batch_size,), generator=generator)
+    idx = idx if pool is None else pool[idx]
     z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=generator)) * float(cache["scaling_factor"])
     cap = cache["caption"][idx].clone()
     cap[torch.rand(batch_size, generator=generator) < caption_dropout] = 0            # "" for CFG
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args.seed)
     args.run_dir.mkdir(parents=True, exist_ok=True)
 
-    world = "" if args.world == "shapes" else f"_scenes{args.two_objects:g}"
+    world = "" if args.world == "shapes" else f"_scenes{args.two_objects:g}_v2"
     cache_path = args.run_dir / f"cache_seed{args.seed}_n{args.num_images}{world}.safetensors"
     if cache_path.exists():
         cache = load_file(cache_path)
@@ -165,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
                          args.layers_per_block)
     torch.manual_seed(args.seed)
     unet = UNet.from_config(config)
+    if args.init_unet is not None:
+        start = UNet.from_pretrained(args.init_unet)
+        if any(start.config.get(k) != v for k, v in config.items() if not k.startswith("_")):
+            raise ValueError(f"--init-unet {args.init_unet}: its config differs from the one this run trains "
+                             "(set --channels and --layers-per-block to match)")
+        unet.load_state_dict(start.state_dict())
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, min(500, args.steps // 10))                            # steps of linear warm-up
@@ -193,8 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(total=args.steps, initial=step, desc="training t2i", disable=not accelerator.is_main_process)
     unet.train()
     last = min(args.steps, args.stop_after or args.steps)
+    one_object = torch.nonzero(cache["objects"] == 1).flatten() if "objects" in cache else None
     while step < last:
-        loss = training_step(unet, cache, a_bar, args.batch_size, args.caption_dropout, gen)
+        pool = one_object if step < args.one_object_steps else None        # curriculum: one object first
+        loss = training_step(unet, cache, a_bar, args.batch_size, args.caption_dropout, gen, pool)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)

@@ -153,14 +153,15 @@ def latent_std(vae: VAE, images: torch.Tensor, seed: int, batch_size: int = 100)
 def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e-3, kl_weight: float = 1e-6,
           fg_weight: float = 20.0, edge_weight: float = 1.0, p_small: float = 0.6,
           config: dict[str, Any] | None = None, device: str | None = None, workers: int = 0,
-          log_every: int = 100, world: str = "shapes") -> tuple[VAE, list[dict[str, float]]]:
+          log_every: int = 100, world: str = "shapes", init: Path | None = None) -> tuple[VAE, list[dict[str, float]]]:
     """Train a VAE on Shapes renders (``world="scenes"``: Shapes world 2); returns (vae, log).
+    ``init``: start from the weights in that folder (fine-tuning) instead of from scratch.
     Deterministic for a seed on one device."""
     gen = seed_everything(seed)
     dev = get_device(device)
     if dev.type == "cuda":  # same seed, same weights: no autotuned (nondeterministic) conv algorithms
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    vae = VAE.from_config(config or SHAPES_VAE_CONFIG).to(dev)
+    vae = (VAE.from_pretrained(init) if init is not None else VAE.from_config(config or SHAPES_VAE_CONFIG)).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 50)
     # linear warm-up, then cosine decay to 0
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", choices=sorted(STREAMS), default="shapes",
                    help="shapes: one object on white (the bundled VAE); scenes: Shapes world 2, one or two "
                         "objects on white, black or gray")
+    p.add_argument("--init", type=Path, default=None,
+                   help="fine-tune the VAE in this folder (e.g. the single-object one) instead of training from scratch")
     args = p.parse_args(argv)
     if args.seed >= 10_000:
         raise ValueError(f"--seed must be < 10000 (seeds >= 10000 are held-out evaluation renders); got {args.seed}")
@@ -222,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
               "down_block_types": ["DownEncoderBlock2D"] * n_blocks, "up_block_types": ["UpDecoderBlock2D"] * n_blocks}
     t0 = time.time()
     vae, log = train(args.seed, args.steps, args.batch_size, args.lr, args.kl_weight, args.fg_weight,
-                     args.edge_weight, args.p_small, config, args.device, args.workers, world=args.world)
+                     args.edge_weight, args.p_small, config, args.device, args.workers, world=args.world,
+                     init=args.init)
     train_seconds = time.time() - t0
     fit = torch.stack([STREAMS[args.world](2000, args.seed, args.p_small)[i] for i in range(2000)])
     vae.config["scaling_factor"] = round(1.0 / latent_std(vae, fit, args.seed), 5)
@@ -231,8 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     vae.save_pretrained(out)
     summary = {"args": vars(args), "train_seconds": round(train_seconds, 1), "device": str(vae.device),
                "scaling_factor": vae.config["scaling_factor"], **{k: round(v, 4) for k, v in metrics.items()}}
-    (out / "training_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    (out / "training_log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1, default=str) + "\n")
+    print(json.dumps(summary, indent=1, default=str))
 
 
 if __name__ == "__main__":
