@@ -182,3 +182,39 @@ def test_the_vae_trainer_streams_scenes_and_finds_their_foreground():
     assert (fg.flatten(1).mean(1) < 0.5).all() and (fg.flatten(1).sum(1) > 20).all()   # objects, not backgrounds
     plain = torch.stack([ShapesStream(8, seed=0)[i] for i in range(8)])       # the single-object world: same mask
     assert torch.equal(foreground(plain, 1, own_background=True), foreground(plain, 1))
+
+
+class _Painter:
+    """A stand-in pipeline that draws exactly what each caption says (renders of known scenes),
+    or the same scenes with the colours swapped between the two objects."""
+
+    def __init__(self, scenes, swap=False):
+        self.unet = type("U", (), {"config": {"out_channels": 4, "sample_size": 8}})()
+        self.scenes = {s.caption(): s for s in scenes}
+        self.swap = swap
+
+    def text_to_image(self, prompts, latents, generator, output_type, **kw):
+        assert output_type == "pt" and len(latents) == len(prompts)
+        out = []
+        for p in prompts:
+            s = self.scenes[p]
+            if self.swap:
+                a, b = s.objects
+                s = Scene((SceneObject(a.shape, b.color, a.size, a.x, a.y), SceneObject(b.shape, a.color, b.size, b.x, b.y)),
+                          s.background, s.relation)
+            out.append((data.to_tensor(render_scene(s, seed=0)) + 1) / 2)
+        return torch.stack(out)
+
+
+def test_scene_following_scores_a_perfect_painter_and_catches_swapped_colours():
+    from sdlearn import evaluate
+
+    scenes = evaluate.random_scene_prompts(12, seed=5)
+    assert all(len(s.objects) == 2 and s.relation != "and" for s in scenes)
+    assert [s.caption() for s in scenes] == [s.caption() for s in evaluate.random_scene_prompts(12, seed=5)]
+    good = evaluate.scene_following(_Painter(scenes), scenes, progress=False, batch_size=5)
+    assert good["all"] == 1.0 and good["swapped"] == 0.0 and good["images"].shape == (12, 3, 64, 64)
+    bad = evaluate.scene_following(_Painter(scenes, swap=True), scenes, progress=False)
+    differ = np.mean([a.color != b.color and a.shape != b.shape for a, b in (s.objects for s in scenes)])
+    assert bad["swapped"] == pytest.approx(differ) and differ > 0.5      # every swappable pair is caught
+    assert bad["objects"] == pytest.approx(1 - differ) and bad["background"] == 1.0
