@@ -422,3 +422,58 @@ ok = check("Exercise 3", answer_3, test=ends_near_1e6,
 # BEGIN SOLUTION
 assert ok
 # END SOLUTION
+
+# %% [markdown]
+# **4.** Back to section 1's population. Binned into three age groups (under 5, 5-17, 18 and over) and
+# three height groups (under 110 cm, 110-160 cm, over 160 cm), its joint distribution is the 3 × 3 table
+# `p_joint[a, h]` below. A generative model samples such a joint *ancestrally*: first an age group from the
+# marginal p(a) = Σ_h p(a, h), then a height group from the conditional p(h | a) = p(a, h) / p(a).
+# Write `sample_pairs(n, rng)`, returning an (n, 2) integer array of (age group, height group) pairs drawn
+# this way (`rng.choice(3, size=k, p=probs)` draws k groups from a distribution `probs`).
+
+# %%
+age_group = np.digitize(age, [5, 18])           # 0: under 5, 1: 5-17, 2: 18 and over
+height_group = np.digitize(height, [110, 160])  # 0: under 110 cm, 1: 110-160 cm, 2: over 160 cm
+counts = np.zeros((3, 3), dtype=int)
+np.add.at(counts, (age_group, height_group), 1)
+p_joint = counts / n   # (3, 3): rows are age groups, columns height groups; sums to 1
+print(p_joint)
+
+
+def sample_pairs(n_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_pairs, 2) ints: an age group from p(a), then a height group from p(h | a)."""
+    # BEGIN SOLUTION
+    p_a = p_joint.sum(axis=1)                           # the marginal p(a), (3,)
+    a = rng.choice(3, size=n_pairs, p=p_a)
+    h = np.empty(n_pairs, dtype=int)
+    for k in range(3):                                  # p(h | a = k) is row k of the table, renormalised
+        h[a == k] = rng.choice(3, size=int((a == k).sum()), p=p_joint[k] / p_a[k])
+    return np.stack([a, h], axis=1)
+    # END SOLUTION
+    # STUB: return None
+
+
+# %%
+def follows_the_joint(f, n_draws=20000):
+    pairs = f(n_draws, np.random.default_rng(1))
+    if pairs is None:
+        return "sample_pairs returned None"
+    pairs = np.asarray(pairs)
+    if pairs.shape != (n_draws, 2) or not np.isin(pairs, [0, 1, 2]).all():
+        return f"expected an ({n_draws}, 2) array of groups 0, 1, 2; got shape {pairs.shape}"
+    freq = np.zeros((3, 3))
+    np.add.at(freq, (pairs[:, 0], pairs[:, 1]), 1 / n_draws)   # the samples' own joint table
+    independent = np.outer(p_joint.sum(1), p_joint.sum(0))     # what independent marginals would give
+    if np.abs(freq - independent).max() < 0.015:
+        return (f"your pairs look independent: {freq[0, 2]:.1%} are toddlers over 160 cm, "
+                f"where the table has {p_joint[0, 2]:.1%}")
+    gap = np.abs(freq - p_joint).max()   # 0.015 is more than 4 standard errors of a frequency here
+    return gap < 0.015 or f"the samples' frequencies differ from p_joint by up to {gap:.3f}"
+
+
+ok = check("Exercise 4", sample_pairs, test=follows_the_joint,
+           hint="p(a) sums a row of p_joint; p(h | a) is that row divided by p(a). Draw all the age groups "
+                "first, then for each age group k draw the heights of the pairs that got k")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
