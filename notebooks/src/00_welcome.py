@@ -459,3 +459,56 @@ ok = check("Exercise 4", answer_4, test=misread_colour,
 assert ok
 print("read as:", evaluate.read_attributes(answer_4)[0].color, "(the reader only knows six colour names)")
 # END SOLUTION
+
+# %% [markdown]
+# **5.** Back to section 1's families. For each one, say (a) how many network calls, one after the
+# other, it needs to sample one 64×64 RGB Shapes image, and (b) what its training objective tells you
+# about log p(x): `"exact"`, a lower `"bound"`, or `"none"`. Take DDPM's T = 1000 steps for diffusion,
+# one call per value (each colour of each pixel) for an autoregressive model like PixelCNN, and one
+# pass of the invertible network for a flow. Store a dict in `answer_5`:
+# `{"VAE": (calls, likelihood), "GAN": ..., "diffusion": ..., "autoregressive": ..., "flow": ...}`.
+
+# %%
+# BEGIN SOLUTION
+answer_5 = {
+    "VAE": (1, "bound"),                      # decode one z ~ N(0, I); trained on the ELBO
+    "GAN": (1, "none"),                       # one generator pass; the adversarial loss gives no p(x)
+    "diffusion": (1000, "bound"),             # one UNet call per step; its loss is an ELBO (notebook 02)
+    "autoregressive": (64 * 64 * 3, "exact"), # one value at a time; p(x) = product of the conditionals
+    "flow": (1, "exact"),                     # invert once; change of variables gives p(x) exactly
+}
+# END SOLUTION
+# STUB: answer_5 = None   # a dict: family -> (network calls per image, "exact" / "bound" / "none")
+
+# %%
+# the families as section 1 describes them: how a sample is drawn, and what the training loss is
+image_values = data.to_tensor(data.render("circle", "red", "large", "center")).numel()   # 3 x 64 x 64
+ddpm_steps = diffusers.DDPMScheduler().config.num_train_timesteps                         # DDPM's T
+families = {
+    "VAE": dict(calls=1, loss="ELBO"),                       # decoder(z), z ~ N(0, I)
+    "GAN": dict(calls=1, loss="fool a discriminator"),       # generator(z)
+    "diffusion": dict(calls=ddpm_steps, loss="ELBO"),        # one denoising step per call (notebook 02)
+    "autoregressive": dict(calls=image_values, loss="log-likelihood"),   # chain rule, value by value
+    "flow": dict(calls=1, loss="log-likelihood"),            # inverse(z), change of variables
+}
+what_the_loss_gives = {"ELBO": "bound", "log-likelihood": "exact", "fool a discriminator": "none"}
+
+
+def matches_families(answer):
+    if not isinstance(answer, dict) or set(answer) != set(families):
+        return f"answer_5 must be a dict with the keys {sorted(families)}"
+    for name, fam in families.items():
+        calls, likelihood = answer[name]
+        if calls != fam["calls"]:
+            return f"the number of calls for {name!r} is not right"
+        if likelihood != what_the_loss_gives[fam["loss"]]:
+            return f"what {name!r}'s loss says about log p(x) is not right"
+    return True
+
+
+ok = check("Exercise 5", answer_5, test=matches_families,
+           hint="(a) a GAN's generator and a VAE's decoder each run once; an image has 64 x 64 x 3 values. "
+                "(b) ask of each loss whether it is log p(x) itself, a quantity below it, or not about p(x) at all")
+# BEGIN SOLUTION
+assert ok
+# END SOLUTION
