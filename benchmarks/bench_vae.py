@@ -8,6 +8,10 @@ and encode/decode speed against diffusers' AutoencoderKL on the same weights (sa
 Appends a dated section to benchmarks/RESULTS.md.
 
     python benchmarks/bench_vae.py [--vae sdlearn/assets/tiny/vae] [--n 500]
+
+Shapes world 2 (always reported): ``--n`` held-out scenes (one or two objects on white, black or
+gray): PSNR per background, and the share whose reading (``evaluate.read_scene`` +
+``scene_correct``: objects, relation, background) is still right after the round trip.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from sdlearn.evaluate import psnr, read_attributes
+from sdlearn import data
+from sdlearn.evaluate import psnr, read_attributes, read_scene, scene_correct
 from sdlearn.pipeline import TINY_MODEL_DIR
 from sdlearn.train.vae import ShapesStream, foreground, held_out_images
 from sdlearn.vae import VAE
@@ -56,6 +61,22 @@ def speed(vae: VAE, x: torch.Tensor, repeats: int = 3) -> dict[str, float]:
                 times.append(time.perf_counter() - t)
         out[name] = sorted(times)[len(times) // 2]
     return out
+
+
+def scenes_round_trip(vae: VAE, n: int) -> list[str]:
+    """Shapes world 2 lines: PSNR per background and scene reading after the round trip."""
+    ds = data.SceneDataset(n, seed=10_000, two_objects=0.6, holdout=False, varied=False)
+    scenes = [ds.scene(i) for i in range(n)]
+    x = torch.stack([ds[i][0] for i in range(n)])
+    x_hat, _ = reconstruct(vae, x)
+    per_bg = {bg: [i for i, s in enumerate(scenes) if s.background == bg] for bg in data.BACKGROUNDS}
+    right = [scene_correct(r, s)["all"] for r, s in zip(read_scene(x_hat), scenes)]
+    right_x = [scene_correct(r, s)["all"] for r, s in zip(read_scene(x), scenes)]
+    two = [i for i, s in enumerate(scenes) if len(s.objects) == 2]
+    return [f"- Shapes world 2, {n} held-out scenes ({len(two)} with two objects): PSNR "
+            + ", ".join(f"{bg} {psnr(x_hat[idx], x[idx]):.2f} dB (n={len(idx)})" for bg, idx in per_bg.items()),
+            f"- scene read right (objects, relation, background) after the round trip: {100 * sum(right) / n:.1f}% "
+            f"(two objects: {100 * sum(right[i] for i in two) / len(two):.1f}%); on the originals {100 * sum(right_x) / n:.1f}%"]
 
 
 def main() -> None:
@@ -96,14 +117,17 @@ def main() -> None:
              f"- scaled latents (z * scaling_factor): mean {float(zs.mean()):.3f}, std {float(zs.std()):.3f}, "
              f"per-channel std {[round(float(s), 2) for s in zs.std(dim=(0, 2, 3))]}, max |z| {float(zs.abs().max()):.2f}",
              f"- encode+decode 16 images: sdlearn {t['sdlearn'] * 1e3:.0f} ms, diffusers {t['diffusers'] * 1e3:.0f} ms "
-             f"(ratio {t['sdlearn'] / t['diffusers']:.2f}; median of 3, same weights, same run)"]
+             f"(ratio {t['sdlearn'] / t['diffusers']:.2f}; median of 3, same weights, same run)",
+             *scenes_round_trip(vae, min(args.n, 600))]
     log = Path(args.vae) / "training_log.json"
     if log.exists():
         import json
 
         summary = json.loads(log.read_text())["summary"]
-        lines.append(f"- trained by `python -m sdlearn train vae --seed {summary['args']['seed']} "
-                     f"--steps {summary['args']['steps']}` on {summary['device']} in {summary['train_seconds']} s")
+        a = summary["args"]
+        extra = "".join(f" --{k} {a[k]}" for k in ("world", "init", "lr") if a.get(k) not in (None, "shapes", 1e-3))
+        lines.append(f"- trained by `python -m sdlearn train vae --seed {a['seed']} --steps {a['steps']}{extra}` "
+                     f"on {summary['device']} in {summary['train_seconds']} s")
     print("\n".join(lines))
     with open(args.results, "a") as fh:
         fh.write("\n".join(lines) + "\n")
