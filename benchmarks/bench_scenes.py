@@ -83,7 +83,9 @@ def main() -> None:
     def scenes(w: float) -> dict:
         r = evaluate.scene_following(pipe, two, seed=SEED, progress=False, guidance_scale=w, **dpm20)
         print(f"two objects, guidance {w}: objects {_pct(r['objects'])}  relation {_pct(r['relation'])}  "
-              f"background {_pct(r['background'])}  all {_pct(r['all'])}  swapped {_pct(r['swapped'])}", flush=True)
+              f"pair {_pct(r['pair'])}  background {_pct(r['background'])}  all {_pct(r['all'])}  "
+              f"swapped {_pct(r['swapped'])}  one colour {_pct(r['one_color'])}  neglect {_pct(r['neglect'])}",
+              flush=True)
         return r
 
     results: dict = {"two": {args.guidance: scenes(args.guidance)}}
@@ -104,7 +106,7 @@ def main() -> None:
             f.write("\n" + section)
         print(f"appended to {args.out}")
     if args.json:
-        plain = {"two": {w: {k: v for k, v in r.items() if k in ("objects", "relation", "background", "all", "swapped", "n")}
+        plain = {"two": {w: {k: v for k, v in r.items() if k in ("objects", "relation", "pair", "background", "all", "swapped", "one_color", "neglect", "n")}
                          for w, r in results["two"].items()}}
         if "single" in results:
             plain["single"] = {k: results["single"][k] for k in ("color", "shape", "size", "position", "all", "n")}
@@ -128,13 +130,12 @@ def report(results: dict, args: argparse.Namespace) -> str:
         s = results["single"]
         for k in ("color", "shape", "size", "position"):
             goal(f"single object: {k} (n={s['n']})", f"{_pct(s[k])}%", ">= 95%", s[k] >= 0.95)
-    pair = float(np.mean([sc["objects"] and sc["relation"] for sc in head["scores"]]))
+    pair = head["pair"]
     goal(f"two objects: both objects and the relation (n={head['n']})", f"{_pct(pair)}%", ">= 80%", pair >= 0.8)
     goal("binding errors (colours swapped)", f"{_pct(head['swapped'])}%", "<= 10%", head["swapped"] <= 0.10)
     goal("named background", f"{_pct(head['background'])}%", ">= 95%", head["background"] >= 0.95)
     if len(results["two"]) > 1:
-        acc = {w: float(np.mean([sc["objects"] and sc["relation"] for sc in r["scores"]]))
-               for w, r in sorted(results["two"].items())}
+        acc = {w: r["pair"] for w, r in sorted(results["two"].items())}
         curve = ", ".join(f"w={w:g}: {_pct(a)}%" for w, a in acc.items())
         goal("guidance matters (two objects)", curve, "w=1 >= 20 points below the best", max(acc.values()) - acc[1.0] >= 0.2)
     if "vague" in results:

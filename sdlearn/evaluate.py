@@ -450,17 +450,20 @@ def scene_correct(reading: SceneReading, scene: data.Scene, check_size: bool = F
             "all": objects and relation and background}
 
 
-def random_scene_prompts(n: int, seed: int = 0, n_objects: int = 2, relation: bool = True) -> list[data.Scene]:
+def random_scene_prompts(n: int, seed: int = 0, n_objects: int = 2, relation: bool = True,
+                         held_out: bool = False) -> list[data.Scene]:
     """``n`` random scenes to prompt with by their canonical caption (``scene.caption()``), the same
-    for the same ``seed``; never a HELD_OUT pair. ``relation=False``: "and" scenes only; True: a
-    named relation only (two objects)."""
+    for the same ``seed``. ``relation=False``: "and" scenes only; True: a named relation only (two
+    objects). ``held_out=False``: never a HELD_OUT (shape, colour) pair; True: at least one object
+    is one (a combination no training image showed)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1; got {n!r}")
     rng = np.random.default_rng([seed, 11])
     scenes = []
     while len(scenes) < n:
-        scene = data.random_scene(rng, n_objects, holdout=True)
-        if n_objects == 1 or (scene.relation != "and") == relation:
+        scene = data.random_scene(rng, n_objects, holdout=not held_out)
+        unseen = any((o.shape, o.color) in data.HELD_OUT for o in scene.objects)
+        if (n_objects == 1 or (scene.relation != "and") == relation) and unseen == held_out:
             scenes.append(scene)
     return scenes
 
@@ -471,8 +474,10 @@ def scene_following(pipe, scenes: Sequence[data.Scene], prompts: Sequence[str] |
     ``read_scene`` and score it with ``scene_correct``: fractions of ``objects``, ``relation``,
     ``background`` and ``all`` right, ``swapped`` (two objects whose shapes are right but whose
     colours are each other's: an attribute-binding error), ``n``, ``seconds_per_image``, the
-    ``readings`` and the ``images`` (n, 3, 64, 64) in [0, 1]. Noise as in ``prompt_following``:
-    prompt ``i`` starts from seed ``seed + i``."""
+    ``pair`` (objects and relation right, background aside), the error kinds of ``scene_errors``
+    (``one_color``, ``neglect``, ``relation_error``), ``n``, ``seconds_per_image``, the
+    ``readings``, ``scores``, ``errors`` and the ``images`` (n, 3, 64, 64) in [0, 1]. Noise as in
+    ``prompt_following``: prompt ``i`` starts from seed ``seed + i``."""
     from tqdm.auto import tqdm
 
     from sdlearn.device import randn
@@ -499,10 +504,26 @@ def scene_following(pipe, scenes: Sequence[data.Scene], prompts: Sequence[str] |
     images = torch.cat(images)
     readings = read_scene(images * 2 - 1)
     scores = [scene_correct(r, s) for r, s in zip(readings, scenes)]
-    swapped = [binding_swapped(r, s) for r, s in zip(readings, scenes)]
+    errors = [scene_errors(r, s) for r, s in zip(readings, scenes)]
     out = {k: float(np.mean([sc[k] for sc in scores])) for k in ("objects", "relation", "background", "all")}
-    return {**out, "swapped": float(np.mean(swapped)), "n": len(scenes), "seconds_per_image": seconds / len(scenes),
-            "readings": readings, "scores": scores, "images": images}
+    out["pair"] = float(np.mean([sc["objects"] and sc["relation"] for sc in scores]))
+    out |= {k if k != "relation" else "relation_error": float(np.mean([e[k] for e in errors])) for k in errors[0]}
+    return {**out, "n": len(scenes), "seconds_per_image": seconds / len(scenes),
+            "readings": readings, "scores": scores, "errors": errors, "images": images}
+
+
+def scene_errors(reading: SceneReading, scene: data.Scene) -> dict[str, bool]:
+    """What went wrong in a two-object image, by kind: ``swapped`` (each colour on the other's
+    shape), ``one_color`` (both objects drawn in one of the two asked colours: the colour leaked),
+    ``neglect`` (fewer objects than asked: one was dropped), ``relation`` (both objects right but
+    not in the asked relation)."""
+    ok = scene_correct(reading, scene)
+    asked = {o.color for o in scene.objects}
+    drawn = [a.color for a, _, _ in reading.objects]
+    return {"swapped": binding_swapped(reading, scene),
+            "one_color": len(asked) == 2 and len(drawn) == 2 and len(set(drawn)) == 1 and drawn[0] in asked,
+            "neglect": len(reading.objects) < len(scene.objects),
+            "relation": ok["objects"] and not ok["relation"]}
 
 
 def binding_swapped(reading: SceneReading, scene: data.Scene) -> bool:

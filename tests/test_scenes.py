@@ -218,3 +218,23 @@ def test_scene_following_scores_a_perfect_painter_and_catches_swapped_colours():
     differ = np.mean([a.color != b.color and a.shape != b.shape for a, b in (s.objects for s in scenes)])
     assert bad["swapped"] == pytest.approx(differ) and differ > 0.5      # every swappable pair is caught
     assert bad["objects"] == pytest.approx(1 - differ) and bad["background"] == 1.0
+    assert good["pair"] == 1.0 and good["neglect"] == good["one_color"] == good["relation_error"] == 0.0
+    held = evaluate.random_scene_prompts(20, seed=5, held_out=True)
+    assert all(any((o.shape, o.color) in data.HELD_OUT for o in s.objects) for s in held)
+
+
+def test_scene_errors_name_each_kind_of_failure():
+    from sdlearn import evaluate
+    from sdlearn.data import Attributes
+
+    scene = Scene((SceneObject("circle", "red", "small", 10, 30), SceneObject("square", "blue", "large", 50, 30)),
+                  "white", "to the left of")
+
+    def reading(*objs):
+        return evaluate.SceneReading("white", tuple((Attributes(s, c, "small", "center"), x, 30.0) for s, c, x in objs))
+    kinds = lambda *objs: {k for k, v in evaluate.scene_errors(reading(*objs), scene).items() if v}
+    assert kinds(("circle", "red", 10), ("square", "blue", 50)) == set()
+    assert kinds(("circle", "blue", 10), ("square", "red", 50)) == {"swapped"}
+    assert kinds(("circle", "red", 10), ("square", "red", 50)) == {"one_color"}
+    assert kinds(("circle", "red", 10)) == {"neglect"}
+    assert kinds(("circle", "red", 50), ("square", "blue", 10)) == {"relation"}
