@@ -289,10 +289,7 @@ def prompt_following(pipe, attributes: Sequence[Attributes], seed: int = 0, batc
     ``prompts[i]``) and read the images back: the fraction right per attribute, ``"all"`` four
     right, and the cost.
 
-    Prompt ``i`` starts from the latents ``randn`` draws from ``torch.Generator().manual_seed(seed + i)``,
-    so its image does not depend on the batch it lands in and every sampler / guidance scale starts
-    from the same noise. Stochastic samplers draw their per-step noise from one generator seeded
-    with ``seed`` (reproducible for a given ``batch_size``). ``sampler_kwargs`` go to
+    The noise of prompt ``i`` is seed ``seed + i`` (see ``generate``). ``sampler_kwargs`` go to
     ``pipe.text_to_image`` (``num_inference_steps``, ``guidance_scale``, ``scheduler``, ...).
 
     Returns ``{"shape", "color", "size", "position", "all": accuracies in [0, 1], "n": images,
@@ -302,38 +299,47 @@ def prompt_following(pipe, attributes: Sequence[Attributes], seed: int = 0, batc
     if not attributes or not all(isinstance(a, Attributes) for a in attributes):
         raise TypeError("attributes must be a non-empty sequence of sdlearn.data.Attributes "
                         "(e.g. from random_prompts)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     prompts = [a.caption() for a in attributes] if prompts is None else list(prompts)
     if len(prompts) != len(attributes):
         raise ValueError(f"prompts has {len(prompts)} captions for {len(attributes)} attribute sets")
-    for key in ("prompt", "seed", "generator", "latents", "output_type"):
-        if key in sampler_kwargs:
-            raise ValueError(f"prompt_following sets {key!r} itself; pass only sampler options "
-                             "(num_inference_steps, guidance_scale, scheduler, negative_prompt, ...)")
+    images, seconds = generate(pipe, prompts, seed, batch_size, progress, "prompt_following", **sampler_kwargs)
+    read = read_attributes(images * 2 - 1)
+    acc = attribute_accuracy(read, attributes)
+    return {**acc, "n": len(attributes), "seconds_per_image": seconds / len(attributes), "read": read}
+
+
+def generate(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 50, progress: bool = True,
+             desc: str = "generating", **sampler_kwargs) -> tuple[torch.Tensor, float]:
+    """Images (n, 3, H, W) in [0, 1] for ``prompts`` and the wall seconds they took. Prompt ``i``
+    starts from the latents ``randn`` draws from ``torch.Generator().manual_seed(seed + i)``, so its
+    image does not depend on the batch it lands in and every sampler / guidance scale starts from
+    the same noise; stochastic samplers draw their per-step noise from one generator seeded with
+    ``seed`` (reproducible for a given ``batch_size``)."""
     from tqdm.auto import tqdm
 
     from sdlearn.device import randn
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    for key in ("prompt", "seed", "generator", "latents", "output_type"):
+        if key in sampler_kwargs:
+            raise ValueError(f"{desc} sets {key!r} itself; pass only sampler options "
+                             "(num_inference_steps, guidance_scale, scheduler, negative_prompt, ...)")
     cfg = pipe.unet.config
     latent_shape = (cfg["out_channels"], cfg["sample_size"], cfg["sample_size"])      # (4, h, w)
     step_noise = torch.Generator().manual_seed(seed)
     shown, pipe.progress_bar = getattr(pipe, "progress_bar", True), False
-    read: list[Attributes] = []
-    start = time.perf_counter()
+    images, start = [], time.perf_counter()
     try:
-        for lo in tqdm(range(0, len(attributes), batch_size), disable=not progress, desc="prompt following"):
-            batch = attributes[lo:lo + batch_size]
+        for lo in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc=desc):
+            batch = list(prompts[lo:lo + batch_size])
             z_T = torch.stack([randn(latent_shape, torch.Generator().manual_seed(seed + lo + j))
                                for j in range(len(batch))])                            # (b, 4, h, w)
-            images = pipe.text_to_image(prompts[lo:lo + batch_size], latents=z_T, generator=step_noise,
-                                        output_type="pt", **sampler_kwargs)           # (b, 3, H, W) in [0, 1]
-            read += read_attributes(images * 2 - 1)
+            images.append(pipe.text_to_image(batch, latents=z_T, generator=step_noise, output_type="pt",
+                                             **sampler_kwargs))                      # (b, 3, H, W) in [0, 1]
     finally:
         pipe.progress_bar = shown
-    seconds = time.perf_counter() - start
-    acc = attribute_accuracy(read, attributes)
-    return {**acc, "n": len(attributes), "seconds_per_image": seconds / len(attributes), "read": read}
+    return torch.cat(images), time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,30 +484,11 @@ def scene_following(pipe, scenes: Sequence[data.Scene], prompts: Sequence[str] |
     (``one_color``, ``neglect``, ``relation_error``), ``n``, ``seconds_per_image``, the
     ``readings``, ``scores``, ``errors`` and the ``images`` (n, 3, 64, 64) in [0, 1]. Noise as in
     ``prompt_following``: prompt ``i`` starts from seed ``seed + i``."""
-    from tqdm.auto import tqdm
-
-    from sdlearn.device import randn
-
     scenes = list(scenes)
     prompts = [s.caption() for s in scenes] if prompts is None else list(prompts)
     if len(prompts) != len(scenes):
         raise ValueError(f"prompts has {len(prompts)} captions for {len(scenes)} scenes")
-    cfg = pipe.unet.config
-    latent_shape = (cfg["out_channels"], cfg["sample_size"], cfg["sample_size"])
-    step_noise = torch.Generator().manual_seed(seed)
-    shown, pipe.progress_bar = getattr(pipe, "progress_bar", True), False
-    images, start = [], time.perf_counter()
-    try:
-        for lo in tqdm(range(0, len(scenes), batch_size), disable=not progress, desc="scene following"):
-            batch = prompts[lo:lo + batch_size]
-            z_T = torch.stack([randn(latent_shape, torch.Generator().manual_seed(seed + lo + j))
-                               for j in range(len(batch))])
-            images.append(pipe.text_to_image(batch, latents=z_T, generator=step_noise, output_type="pt",
-                                             **sampler_kwargs))
-    finally:
-        pipe.progress_bar = shown
-    seconds = time.perf_counter() - start
-    images = torch.cat(images)
+    images, seconds = generate(pipe, prompts, seed, batch_size, progress, "scene_following", **sampler_kwargs)
     readings = read_scene(images * 2 - 1)
     scores = [scene_correct(r, s) for r, s in zip(readings, scenes)]
     errors = [scene_errors(r, s) for r, s in zip(readings, scenes)]
