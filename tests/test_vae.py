@@ -186,3 +186,18 @@ def test_trainer_is_reproducible_and_weights_the_foreground():
     ratio = (train_vae.reconstruction_loss(on_shape, x, edge_weight=0) / n_fg) / (
         train_vae.reconstruction_loss(off_shape, x, edge_weight=0) / n_bg)
     assert abs(float(ratio) - 20.0) < 1e-3
+
+
+def test_decoder_only_fine_tuning_keeps_the_encoder(tmp_path):
+    """--decoder-only: the encoder (hence every latent a UNet was trained on) is bit-identical
+    after training, the decoder is not."""
+    config = {**train_vae.SHAPES_VAE_CONFIG, **_config([8, 8, 8, 8], groups=4)}
+    VAE.from_config(config).save_pretrained(tmp_path / "start")
+    start = VAE.from_pretrained(tmp_path / "start").state_dict()
+    tuned = train_vae.train(seed=0, steps=2, batch_size=2, device="cpu", world="scenes", init=tmp_path / "start",
+                            decoder_only=True)[0].state_dict()
+    frozen = [k for k in start if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(start[k], tuned[k]) for k in frozen)
+    assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="--decoder-only needs --init"):
+        train_vae.main(["--decoder-only", "--steps", "1", "--out", str(tmp_path / "x")])

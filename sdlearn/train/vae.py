@@ -153,16 +153,23 @@ def latent_std(vae: VAE, images: torch.Tensor, seed: int, batch_size: int = 100)
 def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e-3, kl_weight: float = 1e-6,
           fg_weight: float = 20.0, edge_weight: float = 1.0, p_small: float = 0.6,
           config: dict[str, Any] | None = None, device: str | None = None, workers: int = 0,
-          log_every: int = 100, world: str = "shapes", init: Path | None = None) -> tuple[VAE, list[dict[str, float]]]:
+          log_every: int = 100, world: str = "shapes", init: Path | None = None,
+          decoder_only: bool = False) -> tuple[VAE, list[dict[str, float]]]:
     """Train a VAE on Shapes renders (``world="scenes"``: Shapes world 2); returns (vae, log).
     ``init``: start from the weights in that folder (fine-tuning) instead of from scratch.
+    ``decoder_only``: freeze the encoder, so the latent space (and a UNet trained on it) stays
+    valid while the decoder sharpens (as Stability's ft-MSE/ft-EMA decoders for SD 1.x did).
     Deterministic for a seed on one device."""
     gen = seed_everything(seed)
     dev = get_device(device)
     if dev.type == "cuda":  # same seed, same weights: no autotuned (nondeterministic) conv algorithms
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     vae = (VAE.from_pretrained(init) if init is not None else VAE.from_config(config or SHAPES_VAE_CONFIG)).to(dev)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 50)
     # linear warm-up, then cosine decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -182,7 +189,7 @@ def train(seed: int = 0, steps: int = 3000, batch_size: int = 16, lr: float = 1e
         loss = rec + kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps - 1:
@@ -217,19 +224,24 @@ def main(argv: list[str] | None = None) -> None:
                         "objects on white, black or gray")
     p.add_argument("--init", type=Path, default=None,
                    help="fine-tune the VAE in this folder (e.g. the single-object one) instead of training from scratch")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train only the decoder; latents (and the scaling factor) stay those of --init")
     args = p.parse_args(argv)
     if args.seed >= 10_000:
         raise ValueError(f"--seed must be < 10000 (seeds >= 10000 are held-out evaluation renders); got {args.seed}")
+    if args.decoder_only and args.init is None:
+        raise ValueError("--decoder-only needs --init (the VAE whose encoder to keep)")
     n_blocks = len(args.channels)
     config = {**SHAPES_VAE_CONFIG, "block_out_channels": args.channels, "norm_num_groups": args.groups,
               "down_block_types": ["DownEncoderBlock2D"] * n_blocks, "up_block_types": ["UpDecoderBlock2D"] * n_blocks}
     t0 = time.time()
     vae, log = train(args.seed, args.steps, args.batch_size, args.lr, args.kl_weight, args.fg_weight,
                      args.edge_weight, args.p_small, config, args.device, args.workers, world=args.world,
-                     init=args.init)
+                     init=args.init, decoder_only=args.decoder_only)
     train_seconds = time.time() - t0
-    fit = torch.stack([STREAMS[args.world](2000, args.seed, args.p_small)[i] for i in range(2000)])
-    vae.config["scaling_factor"] = round(1.0 / latent_std(vae, fit, args.seed), 5)
+    if not args.decoder_only:                         # the encoder changed: so did the latents' spread
+        fit = torch.stack([STREAMS[args.world](2000, args.seed, args.p_small)[i] for i in range(2000)])
+        vae.config["scaling_factor"] = round(1.0 / latent_std(vae, fit, args.seed), 5)
     metrics = evaluate(vae, held_out_images(world=args.world), own_background=args.world == "scenes")
     out = Path(args.out) if args.out else ASSETS_DIR / "tiny" / "vae"
     vae.save_pretrained(out)
