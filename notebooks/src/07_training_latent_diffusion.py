@@ -52,8 +52,10 @@ g = seed_everything(0)
 # ## 1. The objective, with conditioning
 #
 # Notebook 02 trained a denoiser on pixels with the simple loss of Ho et al. (2020). Latent diffusion
-# (Rombach et al. 2022, Eq. 2) changes two things: the diffusion runs on the **latent** z₀ = E(x) of a
-# frozen autoencoder, and the denoiser also sees the **text** y through a frozen text encoder τ:
+# (Rombach et al. 2022) changes two things: the diffusion runs on the **latent** z₀ = E(x) of a frozen
+# autoencoder (their Eq. 2, still unconditional), and the denoiser also sees the **text** y through a text
+# encoder τ (their Eq. 3, the conditional objective below). In the paper τ_θ is trained together with ε_θ;
+# Stable Diffusion, and we, keep a frozen, pretrained text encoder instead:
 #
 # $$L_{LDM} = \mathbb{E}_{z_0 = \mathcal{E}(x),\; y,\; \varepsilon \sim \mathcal{N}(0, I),\; t \sim U\{0..999\}}
 # \Big[\, \big\| \varepsilon - \varepsilon_\theta\big(z_t,\ t,\ \tau(y)\big) \big\|^2 \,\Big],
@@ -143,6 +145,11 @@ print(f"scaled latents: mean {z0_all.mean():+.3f}, std {z0_all.std():.3f}")
 # 5. AdamW step, and update an **exponential moving average** (EMA) of the weights, which is what we
 #    sample from: an average over roughly the last 1/(1 − decay) steps (20 in the live run below, 1,000 for
 #    the bundled model) is smoother than any single step's weights.
+#
+# Between `backward()` and the AdamW step sits `torch.nn.utils.clip_grad_norm_(params, 1.0)`: it measures the
+# norm of the whole gradient (all parameters together as one vector) and, if it exceeds 1, scales the
+# gradient down to norm 1, direction unchanged. Smaller gradients pass untouched, so it only stops a rare
+# outlier batch from throwing the weights far (the bundled trainer clips at 1.0 too).
 #
 # For a live run we use a classroom-size UNet (channels 32/64, 1.1M parameters) and about a minute of
 # training. The bundled model is the same loop with a 7M-parameter UNet for an hour.
@@ -364,6 +371,11 @@ print({k: f"{v:.0%}" for k, v in acc.items()})
 # The difference is the direction "towards this caption and away from a generic image". w = 1 is the plain
 # conditional model; w > 1 pushes further along it. Without dropout, τ("") would be an input the network
 # never saw, and the unconditional branch would be garbage: no guidance.
+#
+# **Two ways to count w.** Ho & Salimans write the same line as ε̃ = (1 + w) ε_θ(z_t, y) − w ε_θ(z_t, ∅)
+# (their Eq. 6), so **their w is ours minus 1**: their w = 0 is the plain conditional model, and our w = 5
+# is their w = 4. The form above, with w = 1 meaning "no guidance", is the one Stable Diffusion's code and
+# diffusers' `guidance_scale` use, and so does this series.
 #
 # First, what the unconditional model draws (prompt ""):
 
