@@ -638,3 +638,63 @@ ok = check("Exercise 3", answer_3, expected=scores.nbytes / 2**30,
 # BEGIN SOLUTION
 assert ok
 # END SOLUTION
+
+# %% [markdown]
+# **4.** Section 1 plotted the bound's weights w_t for σ_t² = β̃_t. Ho et al. report that the other choice,
+# σ_t² = β_t, samples about as well. (a) Compute its weights for t = 2, …, T as a tensor `w_beta` of shape
+# (999,), index 0 being t = 2, from Eq. 12 with σ_t² = β_t. (b) Training on L_simple draws t uniformly, so
+# its first 99 steps, t = 2 … 100, get 99/999 ≈ 10% of the total weight. What share of the *bound's* total
+# weight Σ_t w_t do those same steps get? Store it in `share_100` (a float between 0 and 1).
+
+# %%
+# BEGIN SOLUTION
+w_beta = beta[1:] ** 2 / (2 * beta[1:] * alpha[1:] * (1 - alpha_bar[1:]))   # Eq. 12, sigma_t^2 = beta_t
+share_100 = float(w_beta[:99].sum() / w_beta.sum())                           # t = 2..100 are indices 0..98
+# END SOLUTION
+# STUB: w_beta = None      # a (999,) tensor: w_t for t = 2..T with sigma_t^2 = beta_t
+# STUB: share_100 = None   # a float: the share of sum(w_beta) on the steps t = 2..100
+
+# %%
+# the weight measured, not the formula: at each t the KL of Eq. 5 between the posterior (Eq. 7, from x0)
+# and p_theta with the mean of Eq. 11 (from a wrong eps_theta), divided by ||eps - eps_theta||^2
+gen = torch.Generator().manual_seed(4)
+w_measured = torch.empty(T - 1, dtype=torch.float64)
+b64 = beta.double()                    # the schedule again in float64, so that Eq. 7 and Eq. 11 agree to
+a64, ab64 = 1 - b64, torch.cumprod(1 - b64, 0)   # round-off even at t = 2, where 1 - alpha_bar is 3e-4
+for t_ in range(2, T + 1):
+    x0_, eps_, eps_theta = torch.randn(3, 3, generator=gen, dtype=torch.float64)   # three pixels each
+    xt_ = ab64[t_ - 1].sqrt() * x0_ + (1 - ab64[t_ - 1]).sqrt() * eps_
+    mu_post = (ab64[t_ - 2].sqrt() * b64[t_ - 1] / (1 - ab64[t_ - 1]) * x0_
+               + a64[t_ - 1].sqrt() * (1 - ab64[t_ - 2]) / (1 - ab64[t_ - 1]) * xt_)           # Eq. 7
+    mu_theta = (xt_ - b64[t_ - 1] / (1 - ab64[t_ - 1]).sqrt() * eps_theta) / a64[t_ - 1].sqrt()  # Eq. 11
+    sigma = float(b64[t_ - 1].sqrt())                                                        # sigma_t^2 = beta_t
+    w_measured[t_ - 2] = kl_gauss(mu_post, sigma, mu_theta, sigma) / ((eps_ - eps_theta) ** 2).sum()
+
+
+def weighs_like_the_kl(w_ans):
+    if not isinstance(w_ans, torch.Tensor) or w_ans.shape != (T - 1,):
+        return f"w_beta must be a tensor of shape ({T - 1},), one weight per step t = 2..{T}"
+    bad = ~torch.isclose(w_ans.double(), w_measured, rtol=1e-3)
+    if bad.any():
+        t_bad = int(bad.nonzero()[0]) + 2
+        return (f"at t = {t_bad} the KL weighs ||eps - eps_theta||^2 by {float(w_measured[t_bad - 2]):.4g}, "
+                f"not {float(w_ans[t_bad - 2]):.4g}")
+    return True
+
+
+ok = check("Exercise 4a", w_beta, test=weighs_like_the_kl,
+           hint="Eq. 12 with sigma_t^2 = beta_t: beta[1:], alpha[1:] and alpha_bar[1:] are the values for t = 2..T")
+ok_share = check("Exercise 4b", share_100, expected=float(w_measured[:99].sum() / w_measured.sum()), rtol=1e-3,
+                 hint="sum the weights of t = 2..100 (the first 99 entries) and divide by the sum of all")
+# BEGIN SOLUTION
+assert ok and ok_share
+print(f"the bound puts {share_100:.0%} of its weight on the first 10% of the steps; L_simple puts 10% there")
+print(f"its smallest weight is at t = {int(w_beta.argmin()) + 2}; from there it rises again, to w_T = {float(w_beta[-1]):.4f}")
+# END SOLUTION
+
+# %% [markdown]
+# BEGIN SOLUTION
+# Either way the bound spends about a third of its weight on the first hundred, nearly noise-free steps,
+# where the network only has to remove a trace of noise. L_simple hands that weight to the middle and
+# late steps, where the image's content is decided: the reweighting Ho et al. found to sample better.
+# END SOLUTION
