@@ -75,11 +75,13 @@ def as_pil_list(images: ImageLike | Sequence[ImageLike]) -> list[Image.Image]:
 
 def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
                captions: Sequence[str] | None = None, scale: int = 1, pad: int = 2,
-               figsize: float = 1.6, fontsize: int = 7):
+               figsize: float = 1.6, fontsize: int = 7, row_labels: Sequence[str] | None = None):
     """Lay images out in a grid, ``nrow`` images per row (default: about square).
 
-    Without ``captions``: one PIL image (each image upscaled ``scale`` times, ``pad`` pixels
-    apart on white). With ``captions``: a matplotlib figure, one caption under each image.
+    Without ``captions`` (and ``row_labels``): one PIL image (each image upscaled ``scale`` times,
+    ``pad`` pixels apart on white). With ``captions``: a matplotlib figure, one caption above each
+    image. ``row_labels`` (one per row, figure only) are written at the left of each row.
+    Tensors are read in [-1, 1] (the VAE's range): pass a pipeline's [0, 1] output as ``x * 2 - 1``.
     """
     pils = as_pil_list(images)
     n = len(pils)
@@ -89,6 +91,10 @@ def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
     nrows = math.ceil(n / nrow)
+    if row_labels is not None:
+        if len(row_labels) != nrows:
+            raise ValueError(f"got {nrows} rows but {len(row_labels)} row_labels")
+        captions = captions if captions is not None else [""] * n
     if captions is not None:
         if len(captions) != n:
             raise ValueError(f"got {n} images but {len(captions)} captions")
@@ -100,6 +106,12 @@ def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
         for ax, im, text in zip(axes.flat, pils, captions):
             ax.imshow(im, interpolation="nearest" if im.width <= 128 else "antialiased")
             ax.set_title(_wrap(text, 22), fontsize=fontsize)
+        for ax, label in zip(axes[:, 0], row_labels or []):
+            ax.axis("on")                                   # a y-label needs the axis; hide the rest of it
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            ax.set_ylabel(_wrap(label, 22), fontsize=fontsize)
         fig.tight_layout()
         return fig
     w, h = pils[0].width * scale, pils[0].height * scale
@@ -138,11 +150,14 @@ def show_images(images: ImageLike | Sequence[ImageLike], captions: Sequence[str]
 
 
 def plot_attention_maps(image: ImageLike, maps: torch.Tensor | np.ndarray, tokens: Sequence[str],
-                        alpha: float = 0.55, cmap: str = "jet", figsize: float = 1.8):
+                        alpha: float = 0.55, cmap: str = "jet", figsize: float = 1.8,
+                        normalize: str = "each", colorbar: bool = False):
     """Overlay per-token attention maps on an image: the image, then one panel per token.
 
-    ``maps``: (T, h, w), one map per token (any h, w: upsampled bilinearly to the image), each
-    normalised to [0, 1] for display.
+    ``maps``: (T, h, w), one map per token (any h, w: upsampled bilinearly to the image).
+    ``normalize="each"``: every panel's colours span its own min..max; ``"joint"``: one colour
+    scale (the min..max over all panels) for all. ``colorbar``: a colour bar beside each panel,
+    in the maps' own units (for attention probabilities: the share of a pixel's attention).
     """
     import matplotlib.pyplot as plt
 
@@ -152,19 +167,28 @@ def plot_attention_maps(image: ImageLike, maps: torch.Tensor | np.ndarray, token
         raise ValueError(f"maps must be (T, h, w), got {tuple(maps.shape)}")
     if len(tokens) != maps.shape[0]:
         raise ValueError(f"got {maps.shape[0]} maps but {len(tokens)} tokens")
+    if normalize not in ("each", "joint"):
+        raise ValueError(f"normalize must be 'each' or 'joint', got {normalize!r}")
     up = torch.nn.functional.interpolate(maps[:, None], size=(img.height, img.width), mode="bilinear",
                                          align_corners=False)[:, 0]                  # (T, h, w) -> (T, H, W)
-    lo = up.flatten(1).min(1).values[:, None, None]
-    hi = up.flatten(1).max(1).values[:, None, None]
-    up = (up - lo) / (hi - lo).clamp_min(1e-8)
-    fig, axes = plt.subplots(1, len(tokens) + 1, figsize=(figsize * (len(tokens) + 1), figsize * 1.15))
+    lo = up.flatten(1).min(1).values                                                 # (T,)
+    hi = up.flatten(1).max(1).values
+    if normalize == "joint":
+        lo, hi = lo.min().expand_as(lo), hi.max().expand_as(hi)
+    hi = torch.maximum(hi, lo + 1e-8)
+    width = figsize * (len(tokens) + 1) * (1.3 if colorbar else 1.0)
+    fig, axes = plt.subplots(1, len(tokens) + 1, figsize=(width, figsize * 1.15))
     axes = np.atleast_1d(axes)
     axes[0].imshow(img)
     axes[0].set_title("image", fontsize=8)
-    for ax, m, tok in zip(axes[1:], up, tokens):
+    for ax, m, tok, vmin, vmax in zip(axes[1:], up, tokens, lo.tolist(), hi.tolist()):
         ax.imshow(img)
-        ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+        shown = ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
         ax.set_title(tok, fontsize=8)
+        if colorbar:
+            bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+            bar.ax.tick_params(labelsize=6)
+            bar.solids.set_alpha(1)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
