@@ -724,3 +724,145 @@ ok = check("Exercise 3", (answer_3, n_latent), expected=(tuple(probe.shape), pro
 # BEGIN SOLUTION
 assert ok
 # END SOLUTION
+
+# %% [markdown]
+# **4.** Section 1 said that the autoencoder's code space has *holes*: codes that decode to no image like the
+# data. Find the deepest one. Among the codes inside the prior's 2σ circle (‖z‖ ≤ 2), find a code `hole` (a
+# tensor of shape (2,)) that the **autoencoder** decodes as far as possible from every real image, measured by
+# section 1's `nearest_distance`. A search over a grid of codes is fine. The check accepts a code at least 90%
+# as deep as the deepest it finds itself, then looks at the same disk through the VAE's decoder.
+
+# %%
+# BEGIN SOLUTION
+side = torch.linspace(-2, 2, 41)
+candidates = torch.cartesian_prod(side, side)                     # (1681, 2): a grid over the square
+candidates = candidates[candidates.norm(dim=1) <= 2]              # keep the disk
+with torch.no_grad():
+    depth = nearest_distance(ae.dec(candidates))                  # how far each decoded code is from the data
+hole = candidates[depth.argmax()]
+# END SOLUTION
+# STUB: hole = None   # a tensor of shape (2,): a code with norm <= 2 that ae.dec decodes far from every image
+
+# %%
+disk_side = torch.linspace(-2, 2, 61)
+disk = torch.cartesian_prod(disk_side, disk_side)
+disk = disk[disk.norm(dim=1) <= 2]                                # (2821, 2): the codes of the 2-sigma disk
+with torch.no_grad():
+    depth_ae, depth_vae = nearest_distance(ae.dec(disk)), nearest_distance(vae_2d.dec(disk))
+
+
+def is_a_deep_hole(z):
+    if not isinstance(z, torch.Tensor) or z.shape != (2,):
+        return "hole must be a tensor of shape (2,)"
+    if float(z.norm()) > 2 + 1e-6:
+        return f"that code has norm {float(z.norm()):.2f}: stay inside the circle of radius 2"
+    with torch.no_grad():
+        d = float(nearest_distance(ae.dec(z[None].float())))
+    return d >= 0.9 * float(depth_ae.max()) or f"it decodes {d:.2f} from the nearest image: there are deeper holes"
+
+
+ok = check("Exercise 4", hole, test=is_a_deep_hole,
+           hint="decode a grid of codes (torch.cartesian_prod of two torch.linspace(-2, 2, n)), keep those with "
+                "norm <= 2, and take the one whose decoding has the largest nearest_distance")
+# BEGIN SOLUTION
+assert ok
+print(f"deepest hole in the disk: autoencoder {float(depth_ae.max()):.2f}, VAE {float(depth_vae.max()):.2f}; "
+      f"share of the disk decoding farther than 0.2 from any image: autoencoder {float((depth_ae > 0.2).float().mean()):.0%}, "
+      f"VAE {float((depth_vae > 0.2).float().mean()):.0%}")
+assert depth_vae.max() < depth_ae.max() and (depth_vae > 0.2).float().mean() < (depth_ae > 0.2).float().mean()
+# END SOLUTION
+
+# %% [markdown]
+# **5.** The ELBO of section 3's linear-Gaussian model (z ~ N(0, 1), x | z ~ N(wz + b, s²) with w = 2, b = 0.5,
+# s = 0.8, x = 3) has a closed form for any q = N(m, σ_q²); no sampling needed. Write `elbo_closed(m, sd)` as
+# the two terms we train with: the **reconstruction** term E_q[log N(x; wz + b, s²)] minus **KL**(q ‖ N(0, 1)).
+# (For the first, E_q[(x − wz − b)²] is a squared bias plus a variance; for the second, section 2's `kl_gauss`.)
+# The check integrates the ELBO's definition numerically and compares both with the exact log p(x).
+
+# %%
+b_lin = 0.5   # section 3's b (the name b holds an image since section 7); w, s, x_obs are unchanged
+
+
+def elbo_closed(m: float, sd: float) -> float:
+    """ELBO(q) = E_q[log p(x | z)] - KL(q || p(z)) for q = N(m, sd^2), in nats."""
+    # BEGIN SOLUTION
+    expected_sq_error = (x_obs - w * m - b_lin) ** 2 + w ** 2 * sd ** 2     # E_q[(x - w z - b)^2]
+    reconstruction = -0.5 * math.log(2 * math.pi * s ** 2) - expected_sq_error / (2 * s ** 2)
+    return reconstruction - kl_gauss(m, sd, 0.0, 1.0)
+    # END SOLUTION
+    # STUB: return None
+
+
+# %%
+def elbo_by_quadrature(m, sd):
+    """E_q[log p(x, z) - log q(z)], the definition, integrated on a grid of z (no closed form used)."""
+    zs_ = np.linspace(m - 12 * sd, m + 12 * sd, 200_001)
+    q_ = np.exp(log_normal(zs_, m, sd))
+    integrand = q_ * (log_normal(x_obs, w * zs_ + b_lin, s) + log_normal(zs_, 0.0, 1.0) - log_normal(zs_, m, sd))
+    return float(integrand.sum() * (zs_[1] - zs_[0]))
+
+
+def is_the_elbo(fn):
+    for m_, sd_ in [(0.5, 0.6), (-1.0, 1.0), (2.0, 0.1), (post_mean, post_std)]:
+        got = fn(m_, sd_)
+        if got is None:
+            return "elbo_closed returned None"
+        if got > log_px + 1e-6:
+            return f"for q = N({m_:.2f}, {sd_:.2f}^2) it gives {got:.4f} > log p(x) = {log_px:.4f}: not a lower bound"
+        want = elbo_by_quadrature(m_, sd_)
+        if abs(got - want) > 1e-5:
+            return f"for q = N({m_:.2f}, {sd_:.2f}^2) it gives {got:.4f}, but the definition integrates to {want:.4f}"
+    return abs(fn(post_mean, post_std) - log_px) < 1e-6 or "at the true posterior the bound should be tight"
+
+
+ok = check("Exercise 5", elbo_closed, test=is_the_elbo,
+           hint="log N(x; wz + b, s^2) = -log(2 pi s^2) / 2 - (x - wz - b)^2 / (2 s^2); under z ~ N(m, sd^2), "
+                "E[u^2] = (E u)^2 + Var u for u = x - wz - b, and Var u is not zero; the KL is kl_gauss(m, sd, 0, 1)")
+# BEGIN SOLUTION
+assert ok
+print(f"ELBO at the wrong guess {elbo_closed(q_mean, q_std):.4f} <= log p(x) = {log_px:.4f} "
+      f"= ELBO at the posterior {elbo_closed(post_mean, post_std):.4f}")
+# END SOLUTION
+
+# %% [markdown]
+# **6.** The encoder outputs μ and log σ², and the sample is z = μ + exp(½ log σ²) · ε. Backpropagation needs
+# ∂z/∂μ and ∂z/∂(log σ²). Work them out **by hand** (chain rule; no autograd) for the vectors below, as two
+# tensors `dz_dmu` and `dz_dlogvar` of the same shape as `eps_6` (one derivative per sample). The check lets
+# autograd differentiate z and compares.
+
+# %%
+mu_6, logvar_6 = 0.7, math.log(0.4 ** 2)                                           # q = N(0.7, 0.4^2)
+eps_6 = torch.randn(5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+# BEGIN SOLUTION
+dz_dmu = torch.ones_like(eps_6)                                    # z moves one for one with mu
+dz_dlogvar = 0.5 * math.exp(0.5 * logvar_6) * eps_6               # d/dl exp(l / 2) = exp(l / 2) / 2, times eps
+# END SOLUTION
+# STUB: dz_dmu = None       # a tensor like eps_6: dz/dmu for each sample
+# STUB: dz_dlogvar = None   # a tensor like eps_6: dz/d(log sigma^2) for each sample
+
+# %%
+mu_t = torch.tensor(mu_6, dtype=torch.float64, requires_grad=True)
+logvar_t = torch.tensor(logvar_6, dtype=torch.float64, requires_grad=True)
+z_6 = mu_t + torch.exp(0.5 * logvar_t) * eps_6                     # (5,): the reparameterised samples
+rows_6 = [torch.autograd.grad(z_6[i], (mu_t, logvar_t), retain_graph=True) for i in range(len(eps_6))]
+auto_mu = torch.stack([r[0] for r in rows_6])
+auto_logvar = torch.stack([r[1] for r in rows_6])
+
+
+def matches_autograd(answer):
+    d_mu, d_logvar = answer
+    for name, got, want in (("dz_dmu", d_mu, auto_mu), ("dz_dlogvar", d_logvar, auto_logvar)):
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return f"{name} must be a tensor of shape {tuple(want.shape)}, like eps_6"
+        if not torch.allclose(got.double(), want, rtol=1e-6):
+            return f"{name} differs from what autograd finds"
+    return True
+
+
+ok = check("Exercise 6", (dz_dmu, dz_dlogvar), test=matches_autograd,
+           hint="sigma = exp(logvar / 2), so d sigma / d logvar = sigma / 2; mu enters z plainly")
+# BEGIN SOLUTION
+assert ok
+assert torch.allclose(dz_dlogvar, 0.5 * (z_6.detach() - mu_6))   # the same thing: half of the noise part of z
+print("dz/dlogvar = (z - mu) / 2:", dz_dlogvar.numpy().round(3))
+# END SOLUTION
