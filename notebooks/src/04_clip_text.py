@@ -682,3 +682,67 @@ ok = check("Exercise 4", answer_4, expected=contrastive_loss(logits),
 # BEGIN SOLUTION
 assert ok
 # END SOLUTION
+
+# %% [markdown]
+# **5.** Section 5 showed contextual embeddings on MiniLM; now see them in CLIP's own, causal, text encoder.
+# Write `word_states(prompt, word)`: tokenise the prompt with `tok`, find the first slot holding `word` (a
+# one-token word), and return two (d,) tensors: the word's **input** vector there (token + position embedding,
+# `emb`) and its **output** state (`text_encoder`, after the last layer). The check compares with transformers'
+# `CLIPTextModel`, then uses your function on three captions in which "red" sits in the same slot.
+
+# %%
+def word_states(prompt: str, word: str):
+    """(input vector, output state) of `word` in `prompt`, each of shape (d,)."""
+    # BEGIN SOLUTION
+    ids = tok([prompt])                                            # (1, 77)
+    slot = int((ids[0] == tok.encode(word)[1]).nonzero()[0])       # the first slot holding the word
+    with torch.no_grad():
+        return emb(ids)[0, slot], text_encoder(ids)[0, slot]       # (d,), (d,)
+    # END SOLUTION
+    # STUB: return None, None
+
+
+# %%
+captions_5 = ["a small red circle in the center", "a large red circle in the center", "a small red square in the top left"]
+
+
+def same_as_transformers(fn):
+    for prompt in captions_5:
+        got = fn(prompt, "red")
+        if got is None or len(got) != 2 or any(v is None for v in got):
+            return "word_states must return two tensors: (input vector, output state)"
+        enc = hf_tok(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids   # (1, 77)
+        slot = int((enc[0] == hf_tok.convert_tokens_to_ids("red</w>")).nonzero()[0])
+        with torch.no_grad():
+            out = hf_encoder(enc, output_hidden_states=True)
+        for name, mine, want in (("input vector", got[0], out.hidden_states[0][0, slot]),
+                                 ("output state", got[1], out.last_hidden_state[0, slot])):
+            if not isinstance(mine, torch.Tensor) or mine.shape != want.shape:
+                return f"the {name} must be a tensor of shape {tuple(want.shape)}"
+            if not torch.allclose(mine, want, atol=1e-5):
+                return f"the {name} of 'red' in {prompt!r} is not transformers' (is it the right slot?)"
+    return True
+
+
+ok = check("Exercise 5", word_states, test=same_as_transformers,
+           hint="the word's id is tok.encode(word)[1] (between start and end); its slot is where tok([prompt])[0] "
+                "equals it; emb(ids) gives the inputs and text_encoder(ids) the outputs, both (1, 77, d)")
+if ok:   # what the three captions show (printed once your function is right)
+    (in_s, out_s), (in_l, out_l), (_, out_sq) = (word_states(c, "red") for c in captions_5)
+    print(f"'red' after 'small' vs after 'large': input vectors differ by {float((in_s - in_l).norm()):.1f}, "
+          f"output states by {float((out_s - out_l).norm()):.2f}")
+    print(f"'red ... circle' vs 'red ... square' (a change after 'red'): output states differ by "
+          f"{float((out_s - out_sq).norm()):.1f}")
+# BEGIN SOLUTION
+assert ok
+assert torch.equal(in_s, in_l) and (out_s - out_l).norm() > 0.1   # same input, different context -> different state
+assert torch.equal(out_s, out_sq)                                  # the causal mask: later words cannot reach 'red'
+# END SOLUTION
+
+# %% [markdown]
+# BEGIN SOLUTION
+# The token table gives "red" one vector in slot 3 whatever the caption; the transformer's output depends on
+# what came *before* it ("small" or "large"), and, because of the causal mask, not at all on what comes after.
+# For the UNet this means the state in the colour word's slot does not yet know which shape it colours: that
+# binding is only available in later slots, the noun's and the end token's.
+# END SOLUTION
