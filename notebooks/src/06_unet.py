@@ -579,3 +579,52 @@ assert ok
 for s in (512, 520, 576, 600, 640):
     print(s, "-> latent", s // 8, "| upsamplers (in -> out):", ", ".join(f"{i} -> {o}" for i, o in upsampler_sizes(s)))
 # END SOLUTION
+
+# %% [markdown]
+# **4.** Write the sinusoidal timestep embedding of section 2 yourself: `my_timestep_embedding(t, dim)` for a
+# 1-D tensor of timesteps t (ints or floats) and an even `dim`, returning (len(t), dim): first the dim/2
+# cosines, then the dim/2 sines, with ω_i = 10000^(−i/(dim/2)) for i = 0 … dim/2 − 1 (SD's
+# `flip_sin_to_cos=True`, `freq_shift=0`). Use only torch functions, not `timestep_embedding`. The check
+# compares with diffusers' `get_timestep_embedding` at two widths.
+
+# %%
+def my_timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B,) timesteps -> (B, dim): [cos(t w_0) ... cos(t w_{dim/2-1}), sin(t w_0) ... sin(t w_{dim/2-1})]."""
+    # BEGIN SOLUTION
+    half = dim // 2
+    omega = 10000 ** (-torch.arange(half, dtype=torch.float32) / half)   # (half,), from 1 down towards 1e-4
+    angles = t.float()[:, None] * omega[None, :]                         # (B, 1) * (1, half) -> (B, half)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)               # (B, dim): cos block first
+    # END SOLUTION
+    # STUB: return None
+
+
+# %%
+from diffusers.models.embeddings import get_timestep_embedding
+
+
+def same_as_diffusers(fn):
+    t_test = torch.tensor([0, 1, 10, 250, 999])
+    for dim in (320, 64):
+        got = fn(t_test, dim)
+        want = get_timestep_embedding(t_test, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return f"for dim = {dim} the result must be a tensor of shape {tuple(want.shape)}"
+        # float32 round-off in t * omega near t = 1000 moves a sine by up to about 6e-5
+        bad = (got.float() - want).abs().amax(dim=0) > 2e-4                  # (dim,): which columns disagree
+        if bad.any():
+            col = int(bad.nonzero()[0])
+            return (f"for dim = {dim}, column {col} ({'cosine' if col < dim // 2 else 'sine'} block) differs from "
+                    f"diffusers'")
+    fractional = torch.tensor([0.5, 17.25])                                  # DPM-style non-integer steps
+    return (torch.allclose(fn(fractional, 8).float(), get_timestep_embedding(fractional, 8, True, 0), atol=1e-5)
+            or "fractional timesteps must be embedded as they are, not rounded")
+
+
+ok = check("Exercise 4", my_timestep_embedding, test=same_as_diffusers,
+           hint="the angles t * omega_i form a (B, dim/2) table (broadcast a column of t against a row of omega); "
+                "the embedding is their cosines, then their sines, side by side; i runs over dim/2 frequencies")
+# BEGIN SOLUTION
+assert ok
+assert torch.allclose(my_timestep_embedding(ts, 320), E, atol=2e-4)   # section 2's embedding, from sdlearn
+# END SOLUTION

@@ -20,6 +20,8 @@
 # %% [setup]
 
 # %%
+import logging
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -37,10 +39,26 @@ from sdlearn.unet import UNet
 from sdlearn.viz import save_figure
 
 # Section 6 builds diffusers' inpainting pipeline: hide transformers' "Loading weights" progress bars
-# (stored at "0%", they look like a stall) and its notice that CLIPImageProcessor falls back to PIL
-# without torchvision (no image processor is used here).
+# (stored at "0%", they look like a stall) and one notice: without torchvision, transformers says that
+# CLIPImageProcessor falls back to its PIL version (no image processor is used here). That notice is a
+# log record, not a Python warning, so a logging filter drops it, matching its message; all else shows.
 transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()
+
+
+class DropMessage(logging.Filter):
+    """Drop the log records whose message contains ``text``; pass all others."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(DropMessage("requires torchvision (not installed)"))
+
+# %%
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 seed_everything(0)
 sd = StableDiffusion.tiny(device="cpu")   # the bundled Shapes model: 64x64 images, 8x8x4 latents
@@ -118,6 +136,7 @@ outputs = {
     "inpainting": generate(prompt, source, mask=box, seed=3, trace=traces["inpainting"]),
 }
 fig, axes = plt.subplots(3, 7, figsize=(10, 4.6))
+box_outline = np.asarray(box) / 255                                   # (64, 64), 1 inside the mask
 for row, (name, trace) in zip(axes, traces.items()):
     row[0].imshow(source if name != "text-to-image" else np.full((64, 64, 3), 255, np.uint8))
     row[0].set_ylabel(name, fontsize=8)
@@ -130,8 +149,10 @@ for row, (name, trace) in zip(axes, traces.items()):
     for ax in row:
         ax.set_xticks([])
         ax.set_yticks([])
+        if name == "inpainting":                                      # the mask: repainted inside, kept outside
+            ax.contour(box_outline, levels=[0.5], colors="k", linewidths=1, linestyles="--")
 axes[0, 0].set_title("input", fontsize=7)
-fig.suptitle(f"one loop, three starts: \"{prompt}\"", fontsize=9)
+fig.suptitle(f"one loop, three starts: \"{prompt}\" (inpainting row: the mask dashed)", fontsize=9)
 fig.tight_layout()
 save_figure(fig, "09_three_architectures.png")
 plt.show()
@@ -139,8 +160,8 @@ plt.show()
 # %% [markdown]
 # Text-to-image runs all 20 steps from noise; image-to-image at strength 0.6 runs only the last 12,
 # starting from a latent that holds the red circle's layout (its first decoded step is still too
-# noisy to show it); inpainting runs all 20 but re-imposes the unmasked part after every step.
-# Mid-way its decoded latents still show coloured smudges outside the box: the pasted-back known
+# noisy to show it); inpainting runs all 20 but re-imposes the unmasked part (outside the dashed box)
+# after every step. Mid-way its decoded latents still show coloured smudges outside the box: the pasted-back known
 # region is noised to the current step too, and only at the last step is it the input's own latent.
 #
 # **sdlearn holds the same.** `sd.text_to_image`, `sd.image_to_image` and `sd.inpaint` are this
@@ -283,6 +304,8 @@ for s in curve_s:
         attr = "color" if key == "colour" else key
         curve[key].append(float(np.mean([getattr(a, attr) == getattr(b, attr) for a, b in zip(r, targets)])))
 signal = [1.0 if start_timestep(s) is None else float(a_bar[start_timestep(s)].sqrt()) for s in curve_s]
+
+# %%
 fig, ax = plt.subplots(1, 2, figsize=(9.5, 3))
 ax[0].plot(curve_s, curve["psnr"], "o-", label="PSNR to the input")
 ax[0].set(xlabel="strength", ylabel="PSNR (dB)", title="what survives: pixels")
@@ -361,21 +384,30 @@ yy, xx = np.mgrid[:64, :64] + 0.5
 disc[(xx - 32) ** 2 + (yy - 32) ** 2 <= 16 ** 2] = 255
 disc = Image.fromarray(disc, "L")
 snapped = object_mask("center", "large")
-fig, axes = plt.subplots(2, 3, figsize=(6.5, 4.6))
+
+# %% [markdown]
+# Each mask three ways: on the image, on the 8x8 latent grid (one cell = 8 pixels; the grid lines are
+# the cell borders), and what rounding to cells gains or loses.
+
+# %%
+fig, axes = plt.subplots(2, 3, figsize=(8.5, 6))
 for row, (name, m) in zip(axes, (("disc, radius 16", disc), ("object_mask, snapped", snapped))):
-    row[0].imshow(source)
-    row[0].imshow(np.asarray(m), alpha=0.45, cmap="gray")
-    row[0].set_title(f"{name}\non the image", fontsize=8)
+    row[0].imshow(source, extent=(0, 64, 64, 0))
+    row[0].imshow(np.asarray(m), alpha=0.45, cmap="gray", extent=(0, 64, 64, 0))
+    row[0].set_title(f"{name}\non the image", fontsize=9)
     row[1].imshow(latent_mask(m), cmap="gray", vmin=0, vmax=1, extent=(0, 64, 64, 0))  # one cell = 8 px
-    row[1].set_title("8x8 latent mask", fontsize=8)
+    row[1].set_title("8x8 latent mask", fontsize=9)
     row[2].imshow(np.kron(latent_mask(m).numpy(), np.ones((8, 8))) - np.asarray(m) / 255, cmap="bwr",
-                  vmin=-1, vmax=1)
-    row[2].set_title("latent (upsampled) - pixel mask\nred: gained, blue: lost", fontsize=8)
+                  vmin=-1, vmax=1, extent=(0, 64, 64, 0))
+    row[2].set_title("latent (upsampled) - pixel mask\nred: gained, blue: lost", fontsize=9)
     for ax in row:
-        ax.set_xticks(range(0, 65, 8))
-        ax.set_yticks(range(0, 65, 8))
-        ax.tick_params(labelsize=5)
-        ax.grid(alpha=0.3)
+        ax.set_xticks(range(0, 65, 16))                               # labels every 16 px ...
+        ax.set_yticks(range(0, 65, 16))
+        ax.set_xticks(range(0, 65, 8), minor=True)                    # ... grid lines at every cell border
+        ax.set_yticks(range(0, 65, 8), minor=True)
+        ax.tick_params(labelsize=8)
+        ax.grid(which="both", alpha=0.3)
+    row[0].set_ylabel("pixels", fontsize=8)
 fig.tight_layout()
 save_figure(fig, "09_masks.png")
 plt.show()
@@ -443,9 +475,19 @@ assert follows >= 0.75
 # Zoom into one repaint. After each scheduler step, the latent is cut in two: inside the mask we
 # keep what the model made; outside we put back **the input's latent noised to the level the loop
 # has just reached** (the same noise ε at every step, as diffusers does). The known region is
-# therefore always consistent in *noise level* with the hole, and the model, which sees the whole
-# latent, harmonises the hole with its surroundings. At the last step the known region is z_0
+# therefore always at the same *noise level* as the hole. At the last step the known region is z_0
 # itself, so the kept latents are **exactly** the input's.
+#
+# Matching noise levels does not by itself make the hole fit. **RePaint** (Lugmayr et al. 2022) studied
+# this replacement with an unconditional pixel-space DDPM (there the known part is noised afresh at every
+# step) and found that naive replacement gives a hole whose texture matches its surroundings but whose
+# content is often semantically wrong: the known part is re-drawn each step without regard to what the
+# model has generated in the hole. Their fix, **resampling**, jumps back: the combined x_{t−1} is noised
+# forward again to x_t with q(x_t | x_{t−1}) and denoised once more, repeated several times (in jumps of
+# several steps: 10 resamplings, jump length 10, in their experiments), so that the generated part has
+# time to harmonise with the kept part. `sdlearn`'s `inpaint` (like diffusers' 4-channel blending) makes a
+# single pass without resampling; with a prompt that names the new object and a mask snapped around it,
+# section 4's single pass already followed the prompt in all 8 cases.
 
 # %%
 trace = []
