@@ -5,6 +5,7 @@ the same starting latents on CPU, CUDA and MPS (GPU generators produce different
 """
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
@@ -68,3 +69,33 @@ def randn(shape: tuple[int, ...], generator: Generators = None, device: torch.de
 def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
     """``randn`` shaped like ``x``, on its device and in its dtype (the noise a sampler's step adds)."""
     return randn(tuple(x.shape), generator, x.device, x.dtype)
+
+
+class _DropMessage(logging.Filter):
+    """Drop the log records whose message contains ``text``; pass all others."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+TORCHVISION_NOTICE = "requires torchvision (not installed)"
+
+
+def quiet_hub_loading() -> None:
+    """Hide what diffusers and transformers print while loading that is not about your run: their
+    "Loading weights" progress bars (stored in a notebook at "0%", they look like a stall) and
+    transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (no image
+    processor is used in sdlearn). The notice is a log record, not a Python warning, so a logging
+    filter drops it by its message; every other warning and log record still shows."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):   # once, however often it is called
+        logger.addFilter(_DropMessage(TORCHVISION_NOTICE))

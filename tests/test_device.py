@@ -57,3 +57,32 @@ def test_get_dtype():
 def test_get_device_unknown_name():
     with pytest.raises(ValueError, match="cuda"):
         device.get_device("gpu")
+
+
+def test_quiet_hub_loading_drops_only_the_torchvision_notice():
+    """The notice transformers logs without torchvision is dropped; any other record on that logger,
+    and other loggers, still show. Calling it twice adds the filter once."""
+    import logging
+
+    device.quiet_hub_loading()
+    device.quiet_hub_loading()
+    logger = logging.getLogger("transformers.utils.import_utils")
+    assert sum(isinstance(f, device._DropMessage) for f in logger.filters) == 1
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    other = logging.getLogger("transformers.modeling_utils")
+    for log in (logger, other):       # transformers' loggers do not propagate to the root: listen on them
+        log.addHandler(keep)
+    try:
+        logger.warning("CLIPImageProcessor " + device.TORCHVISION_NOTICE + ", falling back to PIL")
+        logger.warning("some other notice")
+        other.warning(device.TORCHVISION_NOTICE + " elsewhere")
+    finally:
+        for log in (logger, other):
+            log.removeHandler(keep)
+    assert seen == ["some other notice", device.TORCHVISION_NOTICE + " elsewhere"]

@@ -330,8 +330,52 @@ def unet_blocks(path: Path) -> None:
     _save(fig, path)
 
 
+def families(path: Path) -> None:
+    """Notebook 00: how each family of generative model draws one sample (network calls in sequence)."""
+    fig, ax = _canvas(13.0, 6.9, "How each family draws one image (each orange box is one network call)")
+    rows = [("VAE (2013)", 5.7), ("GAN (2014)", 4.7), ("diffusion (2015-2020)", 3.55),
+            ("autoregressive (2016)", 2.35), ("flow (2016-2018)", 1.2)]
+    for name, y in rows:
+        ax.text(0.1, y + 0.35, name, fontsize=10, weight="bold", va="center")
+    for y, net, note in ((5.7, "decoder", "an encoder exists, but only for training"),
+                         (4.7, "generator", "a discriminator exists, but only for training"),
+                         (1.2, "f⁻¹ (invertible)", "z = f(x) exactly: z has the image's size")):
+        box(ax, 3.0, y, 1.5, 0.7, "z ~ N(0, I)", DATA, 9)       # one call: noise -> network -> image
+        box(ax, 5.2, y, 1.6, 0.7, net, PIXELS, 9.5)
+        box(ax, 7.5, y, 1.2, 0.7, "image x", DATA, 9)
+        arrow(ax, (4.5, y + 0.35), (5.2, y + 0.35))
+        arrow(ax, (6.8, y + 0.35), (7.5, y + 0.35))
+        _note(ax, 10.8, y + 0.35, note)
+    y = 3.55  # diffusion: x_T -> denoise -> ... -> x_0, the same network at every step
+    box(ax, 3.0, y, 1.5, 0.7, "x_T ~ N(0, I)", DATA, 9)
+    for x, label in ((5.0, "denoise\nt = T"), (6.6, "denoise\nt = T-1"), (8.9, "denoise\nt = 1")):
+        box(ax, x, y, 1.3, 0.7, label, PIXELS, 8.5)
+    ax.text(8.25, y + 0.35, "...", fontsize=14, ha="center", va="center")
+    box(ax, 10.8, y, 1.2, 0.7, "image x_0", DATA, 9)
+    arrow(ax, (4.5, y + 0.35), (5.0, y + 0.35))
+    arrow(ax, (6.3, y + 0.35), (6.6, y + 0.35))
+    arrow(ax, (10.2, y + 0.35), (10.8, y + 0.35))
+    _note(ax, 7.6, y - 0.25, "one network, shared by every noise level, called once per step", fontsize=8)
+    y = 2.35  # autoregressive: one value at a time, each call sees all values so far
+    for i, x in enumerate((3.0, 4.9, 6.8)):
+        box(ax, x, y, 1.3, 0.7, f"network\n-> value {i + 1}", PIXELS, 8.5)
+    for x in (4.3, 6.2):
+        arrow(ax, (x, y + 0.35), (x + 0.6, y + 0.35))
+    ax.text(8.5, y + 0.35, "...", fontsize=14, ha="center", va="center")
+    box(ax, 9.2, y, 1.4, 0.7, "network\n-> last value", PIXELS, 8.5)
+    box(ax, 10.8, y, 1.2, 0.7, "image x", DATA, 9)
+    arrow(ax, (10.6, y + 0.35), (10.8, y + 0.35))
+    _note(ax, 7.6, y - 0.25, "each call sees every value drawn so far (PixelCNN: pixel by pixel, colour by colour)",
+          fontsize=8)
+    ax.text(0.1, 0.45, "Stable Diffusion is the diffusion row run on a VAE's small latent instead of the image "
+            "(notebooks 02-03), with text entering every denoising call (notebooks 04-06).", fontsize=9,
+            va="center")
+    _save(fig, path)
+
+
 DIAGRAMS = {
     "00_sd_overview.png": sd_overview,
+    "00_families.png": families,
     "04_text_path.png": text_path,
     "05_self_vs_cross.png": self_vs_cross,
     "05_multihead_split.png": multihead_split,

@@ -74,6 +74,11 @@ assert z.numel() == latent        # f and the channel count above are the real V
 # | 2016-2018 | autoregressive pixels (PixelCNN), normalising flows (Glow) | exact likelihoods, pixel by pixel or through invertible maps |
 # | 2021-2022 | text-to-image at scale: DALL-E, GLIDE, DALL-E 2, Imagen, **latent diffusion / Stable Diffusion** | condition on text, train on hundreds of millions of captioned images |
 #
+# How each of them *draws* an image, side by side (training is another matter: the VAE's encoder and the
+# GAN's discriminator are needed only then):
+#
+# ![How each family draws one image: VAE, GAN and flow in one network call; diffusion one call per noise level; autoregressive one call per value](../images/00_families.png)
+#
 # GANs are fast to sample but their two-player training is unstable and prone to **mode collapse**: the
 # generator settles on a few kinds of image that fool the discriminator and never produces the rest.
 # Diffusion models are **likelihood-based**: the loss charges the model for every part of the data it fails to

@@ -406,6 +406,33 @@ print(f"after one step: sigma = {sigma_next:+.2f} (invalid), via logvar: sigma =
 assert sigma_next < 0 < sigma_via_logvar
 
 # %% [markdown]
+# Keep stepping, with the same loss and learning rate. Parametrised directly, σ flips sign and grows at every
+# step (each step multiplies it by 1 − 0.1 · 40 = −3); through log σ² every iterate is a valid σ, and it
+# shrinks towards 0 without crossing it:
+
+# %%
+steps = range(8)
+direct, via_log = [0.3], [math.log(0.3 ** 2)]
+for _ in steps[1:]:
+    direct.append(direct[-1] - lr * 40 * direct[-1])                  # d(20 sigma^2)/d sigma = 40 sigma
+    via_log.append(via_log[-1] - lr * 20 * math.exp(via_log[-1]))     # d(20 exp(lv))/d lv = 20 sigma^2
+sigma_from_log = [math.exp(0.5 * lv) for lv in via_log]
+fig, ax = plt.subplots(figsize=(6.2, 3.2))
+ax.axhspan(-1e4, 0, color="#f4cccc", alpha=0.6, label="σ < 0: not a standard deviation")
+ax.plot(steps, direct, "o-", color="C3", label="σ as the output (σ ← σ − lr · 40σ)")
+ax.plot(steps, sigma_from_log, "s-", color="C0", label="log σ² as the output, σ = exp(½ log σ²)")
+ax.set_yscale("symlog", linthresh=0.01)
+ax.set_ylim(-1e4, 1e4)
+ax.set(xlabel="gradient step (loss 20 σ², lr 0.1)", ylabel="σ (symmetric log scale)",
+       title="the same loss, two parametrisations")
+ax.legend(fontsize=8, loc="lower left")
+fig.tight_layout()
+save_figure(fig, "03_logvar_steps.png")
+plt.show()
+assert all(s > 0 for s in sigma_from_log) and all(b < a for a, b in zip(sigma_from_log, sigma_from_log[1:]))
+assert sum(d < 0 for d in direct) >= 3 and abs(direct[-1]) > 100 * abs(direct[0])
+
+# %% [markdown]
 # ## 6. sdlearn holds the same: `sdlearn.vae.VAE` (= diffusers' `AutoencoderKL`)
 #
 # Stable Diffusion's autoencoder is a convolutional VAE: resnet blocks and stride-2 convolutions shrink the image

@@ -164,7 +164,7 @@ print(f"live UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parame
 
 STEPS, BATCH, P_DROP, EMA_DECAY = 120, 32, 0.1, 0.95
 
-
+# %%
 def ldm_loss(unet, gen: torch.Generator) -> torch.Tensor:
     """Steps 1-4: L_LDM on one random batch."""
     idx = torch.randint(N, (BATCH,), generator=gen)
@@ -194,7 +194,7 @@ def training_step(gen: torch.Generator) -> float:
     update_ema(ema, unet, EMA_DECAY)                                                  # ... and the EMA
     return loss.item()
 
-
+# %%
 gen = torch.Generator().manual_seed(0)
 t0 = time.perf_counter()
 losses = [training_step(gen) for _ in range(STEPS)]

@@ -23,43 +23,24 @@
 # %% [setup]
 
 # %%
-import logging
 import time
 
 import diffusers
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import transformers
 
 from sdlearn import evaluate
 from sdlearn.attention import attention_heatmaps, capture_attention
 from sdlearn.configs import SCHEDULER_CONFIG
 from sdlearn.data import Attributes
-from sdlearn.device import seed_everything
+from sdlearn.device import quiet_hub_loading, seed_everything
 from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
 from sdlearn.viz import image_grid, plot_attention_maps, save_figure
 
-# Section 8 loads diffusers' pipeline: hide its loading progress bars (stored at "0%", they look like a
-# stall) and one notice: without torchvision, transformers says that CLIPImageProcessor falls back to its
-# PIL version (no image processor is used here). That notice is a log record, not a Python warning, so a
-# logging filter drops it, matching its message; every other warning still shows.
-diffusers.utils.logging.disable_progress_bar()
-transformers.utils.logging.disable_progress_bar()
-
-
-class DropMessage(logging.Filter):
-    """Drop the log records whose message contains ``text``; pass all others."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-logging.getLogger("transformers.utils.import_utils").addFilter(DropMessage("requires torchvision (not installed)"))
+# Section 8 loads diffusers' pipeline: hide its loading progress bars and transformers' notice about
+# torchvision (a log record, dropped by its message; every other warning still shows).
+quiet_hub_loading()
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable
 g = seed_everything(0)
 pipe = StableDiffusion.tiny(device="cpu")  # the files store float16; loaded as float32
@@ -119,6 +100,7 @@ def generate_simplified(prompt: list[str], parts: dict, negative_prompt: list[st
     return (image.clamp(-1, 1) + 1) / 2
 
 
+# %%
 ours = {"tokenize": pipe.tokenizer, "encode": pipe.text_encoder, "unet": pipe.unet, "decode": pipe.vae.decode,
         "scheduler": scheduler_for("dpm++"), "scaling_factor": pipe.scaling_factor}
 prompts = ["a large red circle in the top left", "a small blue star in the bottom right",
@@ -130,6 +112,8 @@ assert torch.allclose(mine, theirs, atol=1e-5)
 fig = image_grid(mine * 2 - 1, nrow=4, captions=prompts, figsize=1.9)   # image_grid reads tensors in [-1, 1]
 save_figure(fig, "08_generate_simplified.png")
 plt.show()
+
+# %%
 euler = scheduler_for("euler")
 euler.set_timesteps(20)
 z_probe = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -648,4 +632,52 @@ ok = check("Exercise 3", least, expected=min(on_shape, key=on_shape.get),
 # BEGIN SOLUTION
 assert ok
 print(f"'{least}': {on_shape[least]:.0%} of its attention on the shape")
+# END SOLUTION
+
+# %% [markdown]
+# **Exercise 4.** How hard does a negative prompt pull? Swapping the empty negative prompt for a negative n
+# changes the guided prediction ε̂ by some multiple k of ε(∅) − ε(n): the direction *away* from n, measured
+# from the empty prompt's prediction (section 3's formula, with n and then ∅ in the negative slot). Write
+# `negative_pull(w)`, that multiple k for guidance scale w. Before you run the check: what does your k say
+# about a negative prompt at w = 1, and how much harder does it pull at w = 7.5 than at w = 3?
+
+# %%
+def negative_pull(w: float) -> float:
+    # BEGIN SOLUTION
+    return w - 1.0      # eps(n) + w (eps(y) - eps(n)) minus the same with the empty prompt: (w - 1)(eps(0) - eps(n))
+    # END SOLUTION
+    # STUB: return None   # a float, from w
+
+
+# %%
+def pulls_like_the_pipeline(fn):
+    """Measure k on the UNet: the pipeline's guided eps with negative "red" minus with "", against eps(0) - eps(n)."""
+    y, n_text = "a large star in the center", "red"
+    states = {p: pipe.text_encoder(pipe.tokenizer([p])) for p in (y, "", n_text)}       # 3 x (1, 77, d)
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    sched = scheduler_for("dpm++")
+    sched.set_timesteps(20)
+    t = sched.timesteps[5]
+    with torch.no_grad():
+        eps_alone = {p: pipe.predict_noise(z, t, states[p], 1.0, sched) for p in ("", n_text)}   # unguided eps(.)
+        away = eps_alone[""] - eps_alone[n_text]                                               # (1, 4, 8, 8)
+        for w in (1.0, 2.0, 3.0, 7.5):
+            # the pipeline's context: [negative; prompt] when it guides (w > 1), the prompt alone when not
+            context = {p: torch.cat([states[p], states[y]]) if w > 1 else states[y] for p in ("", n_text)}
+            guided = {p: pipe.predict_noise(z, t, context[p], w, sched) for p in ("", n_text)}
+            shift = guided[n_text] - guided[""]
+            k = float((shift * away).sum() / (away * away).sum())                              # least squares
+            got = fn(w)
+            if not isinstance(got, (int, float)) or abs(got - k) > 1e-3 * max(1.0, abs(k)):
+                return f"at w = {w} the pipeline's shift is {k:.3f} x (eps(0) - eps(n)); negative_pull says {got}"
+    return True
+
+
+ok = check("Exercise 4", negative_pull, test=pulls_like_the_pipeline,
+           hint="write the guided eps twice, once with n and once with the empty prompt in the negative slot, and "
+                "subtract: the w eps(y) terms cancel")
+# BEGIN SOLUTION
+assert ok
+print(f"w = 1: k = {negative_pull(1.0):g}, a negative prompt does nothing (the pipeline skips it); "
+      f"w = 7.5 pulls {negative_pull(7.5) / negative_pull(3.0):.2f}x as hard as w = 3")
 # END SOLUTION

@@ -20,43 +20,24 @@
 # %% [setup]
 
 # %%
-import logging
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-import transformers
 from PIL import Image
 
 from sdlearn import data
 from sdlearn.data import RADIUS, position_center, render, to_pil, to_tensor
-from sdlearn.device import randn, seed_everything
+from sdlearn.device import quiet_hub_loading, randn, seed_everything
 from sdlearn.evaluate import psnr, read_attributes
 from sdlearn.pipeline import StableDiffusion
 from sdlearn.schedules import alpha_bar, make_betas
 from sdlearn.unet import UNet
 from sdlearn.viz import save_figure
 
-# Section 6 builds diffusers' inpainting pipeline: hide transformers' "Loading weights" progress bars
-# (stored at "0%", they look like a stall) and one notice: without torchvision, transformers says that
-# CLIPImageProcessor falls back to its PIL version (no image processor is used here). That notice is a
-# log record, not a Python warning, so a logging filter drops it, matching its message; all else shows.
-transformers.utils.logging.disable_progress_bar()
-
-
-class DropMessage(logging.Filter):
-    """Drop the log records whose message contains ``text``; pass all others."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-logging.getLogger("transformers.utils.import_utils").addFilter(DropMessage("requires torchvision (not installed)"))
+# Section 6 builds diffusers' pipeline: hide its loading progress bars and transformers' notice about
+# torchvision (a log record, dropped by its message; every other warning still shows).
+quiet_hub_loading()
 
 # %%
 torch.set_num_threads(1)  # small tensors: one thread is as fast and repeatable

@@ -23,6 +23,7 @@
 
 # %%
 import io
+import logging
 import os
 import pickletools
 import shutil
@@ -37,25 +38,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-import diffusers
-import transformers
-
 from sdlearn import weights
 from sdlearn.clip import CLIPTextEncoder
 from sdlearn.configs import CLIP_VIT_L_TEXT, OPENCLIP_VIT_H_TEXT, SD15_UNET, SD21_UNET, SD_VAE
-from sdlearn.device import seed_everything
+from sdlearn.device import quiet_hub_loading, seed_everything
 from sdlearn.evaluate import psnr, read_attributes
-from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion
+from sdlearn.pipeline import TINY_MODEL_DIR, StableDiffusion, make_scheduler
 from sdlearn.schedules import alpha_bar, make_betas, v_target
 from sdlearn.unet import UNet
 from sdlearn.vae import VAE
 from sdlearn.viz import save_figure
 
-# Hide the loading progress bars of diffusers and transformers (stored at "0%", they look like a stall)
-# and transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (never used here).
-diffusers.utils.logging.disable_progress_bar()
-transformers.utils.logging.disable_progress_bar()
-transformers.utils.logging.set_verbosity_error()
+# Hide diffusers' and transformers' loading progress bars and the notice about torchvision (a log record,
+# dropped by its message; every other warning still shows).
+quiet_hub_loading()
+
+# %% [markdown]
+# Which model? One table holds the hub ids and each model's native size (the resolution it was trained
+# at). Pick a row with `CHOICE`.
+
+# %%
+MODELS = {   # name: (hub id, native size in pixels)
+    "SD 1.5": ("stable-diffusion-v1-5/stable-diffusion-v1-5", 512),
+    "SD 2.1": ("stabilityai/stable-diffusion-2-1", 768),      # v-prediction; see section 3
+}
+CHOICE = "SD 1.5"
 
 
 def online(host="huggingface.co", port=443, timeout=3.0):
@@ -69,12 +76,13 @@ def online(host="huggingface.co", port=443, timeout=3.0):
         return False
 
 
+# %%
 torch.set_num_threads(1)  # offline: small tensors, one thread is as fast and repeatable
 seed_everything(0)
 REAL = torch.cuda.is_available() and online()
 if REAL:
-    MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"   # or "stabilityai/stable-diffusion-2-1" (768 px)
-    DEVICE, DTYPE, SIZE, STEPS = "cuda", torch.float16, 512, 25
+    MODEL_ID, SIZE = MODELS[CHOICE]
+    DEVICE, DTYPE, STEPS = "cuda", torch.float16, 25
     PROMPT, PROMPT2, NEGATIVE = "a photo of a white cat", "a sleeping cat enjoying the sunshine.", "tree and leaves"
     print(f"GPU: {torch.cuda.get_device_name()} -> real weights: {MODEL_ID}")
 else:
@@ -97,22 +105,51 @@ SEED = 1024   # the lecture's seed
 # NBVAL_IGNORE_OUTPUT
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-with warnings.catch_warnings():   # newest diffusers rename torch_dtype to dtype; older ones know only torch_dtype
-    warnings.simplefilter("ignore", FutureWarning)
-    pipe = StableDiffusionPipeline.from_pretrained(MODEL_ID, torch_dtype=DTYPE, safety_checker=None,
-                                                   requires_safety_checker=False)
+
+def load_diffusers(model_id, dtype):
+    """diffusers' pipeline for a hub id or folder, with a clear message when the repository is gone."""
+    try:
+        with warnings.catch_warnings():   # newest diffusers rename torch_dtype to dtype; older know only torch_dtype
+            warnings.simplefilter("ignore", FutureWarning)
+            return StableDiffusionPipeline.from_pretrained(model_id, torch_dtype=dtype, safety_checker=None,
+                                                           requires_safety_checker=False)
+    except OSError as err:            # diffusers reports a missing repository (or files) as an OSError
+        raise RuntimeError(
+            f"could not load {model_id!r}: the repository may have been removed or renamed on the Hugging Face "
+            f"hub, may need a login, or the machine is offline. Pick another row of MODELS (or a local folder). "
+            f"diffusers said: {str(err).splitlines()[0]}") from None
+
+
+pipe = load_diffusers(MODEL_ID, DTYPE)
 pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)   # the lecture's swap
 pipe = pipe.to(DEVICE)
 pipe.set_progress_bar_config(disable=True)
 print(type(pipe.unet).__name__, pipe.unet.dtype, "| scheduler:", type(pipe.scheduler).__name__)
 
 # %% [markdown]
+# A repository that is not there gets a message that says what to do (this id does not exist; diffusers'
+# own "Couldn't connect to the Hub" notice, logged while it looks, is muted for this one call):
+
+# %%
+pipeline_log = logging.getLogger("diffusers.pipelines.pipeline_utils")
+pipeline_log.setLevel(logging.ERROR)
+try:
+    load_diffusers("sdlearn/no-such-model", DTYPE)
+except RuntimeError as err:
+    print(str(err).split(" diffusers said")[0])
+finally:
+    pipeline_log.setLevel(logging.NOTSET)
+
+# %% [markdown]
 # `sdlearn` loads the same folder (or hub id) into its own modules, keeping the VAE in float32
 # (section 2 says why). `StableDiffusion.from_diffusers(pipe)` would copy the weights already in
-# memory instead of reading them again.
+# memory instead of reading them again. Then it gets **the same sampler as diffusers**, built by its
+# diffusers class name from the same config (the folder's own `scheduler/` may hold another, such as
+# SD 1.5's PNDM):
 
 # %%
 sd = StableDiffusion.from_pretrained(MODEL_ID, device=DEVICE, dtype=DTYPE if REAL else None)
+sd.scheduler = make_scheduler(type(pipe.scheduler).__name__, pipe.scheduler.config)   # DPM-Solver++ on both sides
 sd.progress_bar = False
 print("UNet", sd.unet.dtype if hasattr(sd.unet, "dtype") else sd.dtype, "| VAE", next(sd.vae.parameters()).dtype,
       "| text encoder", next(sd.text_encoder.parameters()).dtype, "| scheduler", type(sd.scheduler).__name__)
@@ -242,10 +279,19 @@ assert counts["SD 1.5"]["unet"] == 859_520_964 and counts["SD 1.5"]["vae"] == 83
 # %% [markdown]
 # Half precision halves the weights (2.1 GiB instead of 4 for SD 1.5) and runs on the GPU's tensor
 # cores. Two kinds exist: **float16** (5 exponent bits, largest value 65,504) and **bfloat16**
-# (float32's 8 exponent bits, fewer mantissa bits). The SD VAE decoder's activations at 512 px can
-# exceed float16's range: an overflow becomes `inf`, then `nan`, and the image comes out black. So
-# `sdlearn` keeps the VAE in float32 whatever `dtype` you ask for (it is 84M parameters, and it
-# runs once per image, not once per step):
+# (float32's 8 exponent bits, fewer mantissa bits). In float16 an activation above 65,504 becomes `inf`,
+# then `nan`, and the image comes out black. Where that happens depends on the model:
+#
+# * **SD 1.5's VAE decodes in float16 fine**: section 1's diffusers pipeline ran entirely in float16,
+#   VAE included, and matched sdlearn's image (asserted there, on a GPU).
+# * **SDXL's VAE overflows** in float16, which is why the community retrained its decoder
+#   ("sdxl-vae-fp16-fix") and diffusers upcasts it (`force_upcast`).
+# * **SD 2.1's black images came from attention**: QKᵀ overflows in its UNet, so its config sets
+#   `upcast_attention: True` (printed in section 3), which computes the attention scores and softmax in
+#   float32.
+#
+# `sdlearn` keeps the VAE in float32 whatever `dtype` you ask for, a cheap safeguard for VAEs like
+# SDXL's (84M parameters, run once per image, not once per step):
 
 # %%
 print("float16 max:", torch.finfo(torch.float16).max, "| 70,000 in float16:", torch.tensor(70_000.0).half().item(),
@@ -323,7 +369,7 @@ print("conv_in weight", tuple(w.shape), "strides", w.stride(), "channels_last:",
 x_cl = tiny.text_to_image(["a large red circle in the center"], seed=0, output_type="pt")
 print("channels_last gives the same image (to 1e-3):", float((x_cl - x32).abs().max()) < 1e-3)
 assert float((x_cl - x32).abs().max()) < 1e-3
-tiny.unet.to(memory_format=torch.contiguous_format)
+_ = tiny.unet.to(memory_format=torch.contiguous_format)   # back to the usual layout (`_`: no module printout)
 
 # %% [markdown]
 # ## 3. SD 1.5 vs SD 2.1
@@ -343,7 +389,7 @@ for v_ in ("v1", "v2"):
 # %% [markdown]
 # * **Text encoder.** SD 1.5 uses OpenAI's CLIP ViT-L/14 text tower (768-wide, 12 layers, 123M
 #   parameters); SD 2.x uses the larger **OpenCLIP ViT-H/14** (1024-wide; its penultimate layer, so
-#   23 of 24 layers, 340M parameters), trained on the open LAION-5B. The UNet's cross-attention
+#   23 of 24 layers, 340M parameters), trained on LAION-2B-en, the English part of the open LAION-5B. The UNet's cross-attention
 #   keys and values read that context, so `cross_attention_dim` goes 768 -> 1024; prompts written
 #   for one model do not carry over word for word to the other.
 # * **Heads.** SD 1.5 has 8 heads at every level (`attention_head_dim: 8` is a misnomer in
@@ -534,4 +580,45 @@ ok = check("Exercise 3", safe, test=lambda a: set(a) == truth or "some of those 
 # BEGIN SOLUTION
 assert ok
 print("only safetensors: it stores raw tensors and a JSON header, nothing that can run")
+# END SOLUTION
+
+# %% [markdown]
+# **4. Swap the sampler on both sides.** Section 1 swapped diffusers' scheduler for DPM-Solver++ with
+# `from_config` and gave `sd` the same. Do it again with **Euler** (`EulerDiscreteScheduler` in diffusers):
+# swap `pipe`'s scheduler, give `sd` the matching one (section 1 shows how), then make `PROMPT` at `SEED` with
+# `kw` on both, as numpy images like `img_theirs` and `img_ours`.
+
+# %%
+from diffusers import EulerDiscreteScheduler
+
+# BEGIN SOLUTION
+pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+sd.scheduler = make_scheduler(type(pipe.scheduler).__name__, pipe.scheduler.config)
+euler_theirs = pipe(PROMPT, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np", **kw).images[0]
+euler_ours = sd.text_to_image(PROMPT, seed=SEED, output_type="np", **kw)[0]
+# END SOLUTION
+# STUB: euler_theirs = euler_ours = None   # two (SIZE, SIZE, 3) arrays in [0, 1]
+
+# %%
+def same_euler_image(pair):
+    theirs, mine = pair
+    if not isinstance(pipe.scheduler, EulerDiscreteScheduler):
+        return f"pipe still samples with {type(pipe.scheduler).__name__}"
+    if not all(isinstance(a, np.ndarray) and a.shape == img_theirs.shape for a in pair):
+        return f"both images must be numpy arrays of shape {img_theirs.shape} (output_type='np')"
+    if type(sd.scheduler) is not type(make_scheduler("euler")):
+        return f"sd still samples with {type(sd.scheduler).__name__}"
+    tol = 2e-2 if REAL else 1e-3                        # section 1's tolerance
+    if np.abs(mine - theirs).mean() >= tol:
+        return "sdlearn's image differs from diffusers': is sd sampling with the same scheduler and seed?"
+    return True
+
+
+ok = check("Exercise 4", (euler_theirs, euler_ours), test=same_euler_image,
+           hint="SchedulerClass.from_config(pipe.scheduler.config) for diffusers; make_scheduler with its class name "
+                "and config for sd; the same generator seed on both")
+# BEGIN SOLUTION
+assert ok
+print(f"Euler: mean |sdlearn - diffusers| = {np.abs(euler_ours - euler_theirs).mean():.1e}; "
+      f"Euler vs DPM-Solver++ (diffusers): {np.abs(euler_theirs - img_theirs).mean():.3f}")
 # END SOLUTION
