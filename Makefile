@@ -28,8 +28,9 @@ run: setup
 run-headless: setup
 	HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --output-dir build/executed notebooks/[0-9]*.ipynb
 
+# the unit tests and nbval as two one-thread pytest runs side by side (tools/test.sh says why)
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q tests notebooks/solutions --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env --durations=15
+	tools/test.sh $(BIN)/python
 
 unit: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q tests

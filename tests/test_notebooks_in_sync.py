@@ -69,7 +69,8 @@ def test_nbval_sanitizer_masks_round_off_only_after_difference_labels():
     assert sanitize("max |ours - transformers| = 4.8e-06") == "max |ours - transformers| = ROUNDOFF"
     assert sanitize("max |difference| of the decoded images: 2e-07") == "max |difference| of the decoded images: ROUNDOFF"
     assert sanitize("vs the input's z_0: max difference 0.0e+00") == "vs the input's z_0: max difference ROUNDOFF"
-    for kept in ("alpha_bar_T = 4.04e-05", "eps=1e-05", "red 22/24", "PSNR 42.18 dB"):
+    assert sanitize("Euler: mean |sdlearn - diffusers| = 3.6e-08; x") == "Euler: mean |sdlearn - diffusers| = ROUNDOFF; x"
+    for kept in ("alpha_bar_T = 4.04e-05", "eps=1e-05", "red 22/24", "PSNR 42.18 dB", "mean |x| = 0.25"):
         assert "ROUNDOFF" not in sanitize(kept)
     assert sanitize("took 9.1 s") == "took TIME"
 
