@@ -84,6 +84,31 @@ assert z.numel() == latent        # f and the channel count above are the real V
 # Diffusion models are **likelihood-based**: the loss charges the model for every part of the data it fails to
 # cover, so they train stably and keep the variety, and one network is shared across all noise levels. Their
 # price is many network evaluations per image: the cost that latent diffusion cuts by working on small latents.
+#
+# "The loss charges for every part of the data a model misses", in numbers. Take data from two equal bumps,
+# at −2 and +2, and two candidate models: one has collapsed onto the right bump, as a GAN's generator can; the
+# other covers both. The likelihood loss, the average of −log p(x) over the data, tells them apart at once:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+side = torch.where(torch.rand(10_000, generator=gen) < 0.5, -2.0, 2.0)       # which bump each point is from
+x = side + 0.5 * torch.randn(10_000, generator=gen)                           # (10000,) the data
+bumps = torch.distributions.Normal(torch.tensor([-2.0, 2.0]), 0.5)
+models = {
+    "collapsed (the right bump only)": torch.distributions.Normal(2.0, 0.5),
+    "covering (both bumps)": torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.tensor([0.5, 0.5])), bumps),
+}
+nll = {name: -m.log_prob(x).mean().item() for name, m in models.items()}     # the likelihood loss
+for name, value in nll.items():
+    print(f"{name:32s} average -log p(x) = {value:6.2f}")
+collapsed, covering = nll.values()
+assert collapsed > 5 * covering   # the points of the missing bump cost ~32 nats each (8 sd away)
+
+# %% [markdown]
+# Every sample the collapsed model draws looks perfect, yet its loss is more than ten times worse: half the data
+# lies eight standard deviations from anything it can produce. A likelihood-based model cannot settle on one
+# mode without paying for the others; a GAN's discriminator judges only the samples it is shown, so it can.
 
 # %% [markdown]
 # ## 2. How the series is organised
