@@ -171,6 +171,19 @@ def save_file(module_or_state_dict: torch.nn.Module | Mapping[str, torch.Tensor]
     return path
 
 
+def write_model_index(folder: str | os.PathLike, scheduler: str = "DPMSolverMultistepScheduler") -> Path:
+    """Write ``folder/model_index.json``: what diffusers' ``StableDiffusionPipeline.from_pretrained``
+    reads to know which class loads each subfolder (no safety checker or feature extractor)."""
+    path = Path(folder) / "model_index.json"
+    path.write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None], "safety_checker": [None, None], "requires_safety_checker": False,
+        "image_encoder": [None, None], "scheduler": ["diffusers", scheduler],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return path
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """A ``config.json`` (or any JSON config file) as a dict; a ValueError naming the file if it is not one."""
     path = Path(path)

@@ -71,11 +71,7 @@ def diffusers_folder(folder: Path, models: dict[str, torch.nn.Module]) -> Path:
     """A local diffusers folder (configs + weights): what from_single_file's ``config=`` reads offline."""
     for name, model in models.items():
         model.save_pretrained(folder / name)
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"],
-        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}))
+    W.write_model_index(folder, scheduler="DDIMScheduler")
     return folder
 
 

@@ -32,7 +32,7 @@ from sdlearn.configs import SCHEDULER_CONFIG
 from sdlearn.data import SceneDataset, ShapesDataset
 from sdlearn.device import seed_everything
 from sdlearn.schedules import alpha_bar, make_betas, q_sample
-from sdlearn.weights import load_file, save_file
+from sdlearn.weights import load_file, save_file, write_model_index
 
 
 def unet_config(cross_attention_dim: int, channels: tuple[int, ...] = (64, 128, 128),
@@ -245,13 +245,7 @@ def save_model(unet: nn.Module, model_dir: Path, config: dict) -> None:
               model_dir / "unet" / "diffusion_pytorch_model.safetensors")
     (model_dir / "unet" / "config.json").write_text(json.dumps(config, indent=2))
     (model_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
-    (model_dir / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "feature_extractor": [None, None], "safety_checker": [None, None], "requires_safety_checker": False,
-        "image_encoder": [None, None],
-        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    write_model_index(model_dir)
 
 
 def _save_checkpoint(path: Path, unet: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
