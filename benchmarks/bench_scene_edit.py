@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from sdlearn import data, evaluate
-from sdlearn.data import RADIUS, Scene, SceneObject, render_scene, to_tensor
+from sdlearn.data import Scene, SceneObject, render_scene, to_tensor
 from sdlearn.evaluate import psnr, read_scene
 from sdlearn.pipeline import StableDiffusion
 

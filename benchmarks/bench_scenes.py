@@ -29,7 +29,6 @@ import os
 import platform
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sdlearn import data, evaluate
