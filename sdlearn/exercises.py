@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["check", "close"]
+__all__ = ["check", "close", "generative_families"]
 
 Test = Callable[[Any], "bool | str | None"]
 
@@ -91,3 +91,24 @@ def check(label: str, answer: Any, expected: Any = None, *, test: Test | None = 
         return False
     print(f"{label}: correct!")
     return True
+
+
+def generative_families() -> dict[str, tuple[int, str]]:
+    """The reference for notebook 00's Exercise 5, kept here so that the student edition does not show
+    it: for each family, how many network calls, one after the other, sample one 64x64 RGB Shapes image
+    (counted from a real render and DDPM's T), and what its training loss says about log p(x)."""
+    import diffusers
+
+    from sdlearn import data
+
+    values = data.to_tensor(data.render("circle", "red", "large", "center")).numel()   # 3 x 64 x 64
+    T = diffusers.DDPMScheduler().config.num_train_timesteps
+    loss = {                                                  # (calls to sample, the training loss)
+        "VAE": (1, "ELBO"),                                   # decoder(z), z ~ N(0, I)
+        "GAN": (1, "adversarial"),                            # generator(z)
+        "diffusion": (T, "ELBO"),                             # one denoising step per call; L_simple reweights it
+        "autoregressive": (values, "log-likelihood"),         # the chain rule, value by value
+        "flow": (1, "log-likelihood"),                        # inverse(z), change of variables
+    }
+    gives = {"ELBO": "bound", "log-likelihood": "exact", "adversarial": "none"}
+    return {name: (calls, gives[kind]) for name, (calls, kind) in loss.items()}

@@ -155,7 +155,8 @@ def plot_attention_maps(image: ImageLike, maps: torch.Tensor | np.ndarray, token
     """Overlay per-token attention maps on an image: the image, then one panel per token.
 
     ``maps``: (T, h, w), one map per token (any h, w: upsampled bilinearly to the image).
-    ``normalize="each"``: every panel's colours span its own min..max; ``"joint"``: one colour
+    Each map is drawn over a grey copy of the image, so that an object's colour does not mix with
+    the colour map. ``normalize="each"``: every panel's colours span its own min..max; ``"joint"``: one colour
     scale (the min..max over all panels) for all. ``colorbar``: a colour bar beside each panel,
     in the maps' own units (for attention probabilities: the share of a pixel's attention).
     """
@@ -181,13 +182,14 @@ def plot_attention_maps(image: ImageLike, maps: torch.Tensor | np.ndarray, token
     axes = np.atleast_1d(axes)
     axes[0].imshow(img)
     axes[0].set_title("image", fontsize=8)
+    gray = img.convert("L")          # the maps go over a grey copy, so the object's own colour does not mix in
     for ax, m, tok, vmin, vmax in zip(axes[1:], up, tokens, lo.tolist(), hi.tolist()):
-        ax.imshow(img)
+        ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
         shown = ax.imshow(m.numpy(), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
         ax.set_title(tok, fontsize=8)
         if colorbar:
             bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
-            bar.ax.tick_params(labelsize=6)
+            bar.ax.tick_params(labelsize=7)
             bar.solids.set_alpha(1)
     for ax in axes:
         ax.axis("off")

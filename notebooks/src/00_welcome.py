@@ -64,14 +64,15 @@ assert z.numel() == latent        # f and the channel count above are the real V
 #
 # A **discriminative** model learns p(label | image): given a picture, is it a cat? A **generative** model learns
 # the distribution of the images themselves, p(image), or p(image | text), so that it can *sample* new ones.
-# For images the main families arrived in roughly this order:
+# For images the main families appeared in this order (by their first paper):
 #
 # | year | family | the idea in one line |
 # |---|---|---|
 # | 2013 | variational autoencoder (Kingma & Welling) | decode samples of a latent z ~ N(0, I); train a lower bound on log p(x) (notebook 03) |
 # | 2014 | generative adversarial network (Goodfellow et al.) | a generator fools a discriminator; sharp images in one pass |
-# | 2015-2020 | diffusion (Sohl-Dickstein et al.; DDPM, Ho et al.) | learn to undo gradual noising, one small step at a time (notebooks 01-02) |
-# | 2016-2018 | autoregressive pixels (PixelCNN), normalising flows (Glow) | exact likelihoods, pixel by pixel or through invertible maps |
+# | 2014-2018 | normalising flows (NICE, RealNVP, Glow) | an invertible network maps noise to images; exact likelihood by the change of variables |
+# | 2015, 2020 | diffusion (Sohl-Dickstein et al. 2015; DDPM, Ho et al. 2020) | learn to undo gradual noising, one small step at a time; trained on a (reweighted) lower bound (notebooks 01-02) |
+# | 2016 | autoregressive pixels (PixelRNN, PixelCNN; van den Oord et al.) | exact likelihood, one value at a time: p(x) = Π p(x_i \| x_<i) |
 # | 2021-2022 | text-to-image at scale: DALL-E, GLIDE, DALL-E 2, Imagen, **latent diffusion / Stable Diffusion** | condition on text, train on hundreds of millions of captioned images |
 #
 # How each of them *draws* an image, side by side (training is another matter: the VAE's encoder and the
@@ -86,8 +87,8 @@ assert z.numel() == latent        # f and the channel count above are the real V
 # price is many network evaluations per image: the cost that latent diffusion cuts by working on small latents.
 #
 # "The loss charges for every part of the data a model misses", in numbers. Take data from two equal bumps,
-# at −2 and +2, and two candidate models: one has collapsed onto the right bump, as a GAN's generator can; the
-# other covers both. The likelihood loss, the average of −log p(x) over the data, tells them apart at once:
+# at −2 and +2, each with standard deviation 0.5, and two candidate models: one has collapsed onto the right
+# bump, as a GAN's generator can; the other covers both. The likelihood loss, the average of −log p(x) over the data, tells them apart at once:
 
 # %%
 gen = torch.Generator().manual_seed(0)
@@ -107,8 +108,9 @@ assert collapsed > 5 * covering   # the points of the missing bump cost ~32 nats
 
 # %% [markdown]
 # Every sample the collapsed model draws looks perfect, yet its loss is more than ten times worse: half the data
-# lies eight standard deviations from anything it can produce. A likelihood-based model cannot settle on one
-# mode without paying for the others; a GAN's discriminator judges only the samples it is shown, so it can.
+# sits at the other bump, 4 / 0.5 = 8 standard deviations from the only mode it produces. A likelihood-based model
+# cannot settle on one mode without paying for the others. A GAN's generator is judged only through its own
+# samples (does each one look real to the discriminator?), so nothing charges it for a mode it never produces.
 
 # %% [markdown]
 # ## 2. How the series is organised
@@ -399,7 +401,7 @@ answer_1 = data.render("star", "green", "large", "bottom right", seed=0)
 # STUB: answer_1 = None   # a PIL image: data.render(shape, colour, size, position, seed=...)
 
 # %%
-from sdlearn.exercises import check
+from sdlearn.exercises import check, generative_families
 
 
 def reads_as_asked(image):
@@ -493,7 +495,8 @@ print("read as:", evaluate.read_attributes(answer_4)[0].color, "(the reader only
 # %% [markdown]
 # **5.** Back to section 1's families. For each one, say (a) how many network calls, one after the
 # other, it needs to sample one 64×64 RGB Shapes image, and (b) what its training objective tells you
-# about log p(x): `"exact"`, a lower `"bound"`, or `"none"`. Take DDPM's T = 1000 steps for diffusion,
+# about log p(x): `"exact"`, a lower `"bound"`, or `"none"` (for diffusion, the variational bound that its
+# loss is derived from: notebook 02 shows that L_simple reweights its terms). Take DDPM's T = 1000 steps for diffusion,
 # one call per value (each colour of each pixel) for an autoregressive model like PixelCNN, and one
 # pass of the invertible network for a flow. Store a dict in `answer_5`:
 # `{"VAE": (calls, likelihood), "GAN": ..., "diffusion": ..., "autoregressive": ..., "flow": ...}`.
@@ -511,33 +514,25 @@ answer_5 = {
 # STUB: answer_5 = None   # a dict: family -> (network calls per image, "exact" / "bound" / "none")
 
 # %%
-# the families as section 1 describes them: how a sample is drawn, and what the training loss is
-image_values = data.to_tensor(data.render("circle", "red", "large", "center")).numel()   # 3 x 64 x 64
-ddpm_steps = diffusers.DDPMScheduler().config.num_train_timesteps                         # DDPM's T
-families = {
-    "VAE": dict(calls=1, loss="ELBO"),                       # decoder(z), z ~ N(0, I)
-    "GAN": dict(calls=1, loss="fool a discriminator"),       # generator(z)
-    "diffusion": dict(calls=ddpm_steps, loss="ELBO"),        # one denoising step per call (notebook 02)
-    "autoregressive": dict(calls=image_values, loss="log-likelihood"),   # chain rule, value by value
-    "flow": dict(calls=1, loss="log-likelihood"),            # inverse(z), change of variables
-}
-what_the_loss_gives = {"ELBO": "bound", "log-likelihood": "exact", "fool a discriminator": "none"}
+families = generative_families()    # the reference, kept in sdlearn.exercises so that it is not shown here
 
 
 def matches_families(answer):
     if not isinstance(answer, dict) or set(answer) != set(families):
         return f"answer_5 must be a dict with the keys {sorted(families)}"
-    for name, fam in families.items():
-        calls, likelihood = answer[name]
-        if calls != fam["calls"]:
+    for name, (calls, likelihood) in families.items():
+        if not isinstance(answer[name], tuple) or len(answer[name]) != 2:
+            return f"answer_5[{name!r}] must be a pair (calls, likelihood)"
+        if answer[name][0] != calls:
             return f"the number of calls for {name!r} is not right"
-        if likelihood != what_the_loss_gives[fam["loss"]]:
+        if answer[name][1] != likelihood:
             return f"what {name!r}'s loss says about log p(x) is not right"
     return True
 
 
 ok = check("Exercise 5", answer_5, test=matches_families,
-           hint="(a) a GAN's generator and a VAE's decoder each run once; an image has 64 x 64 x 3 values. "
+           hint="(a) count the network passes in each family's row of section 1's figure; an image has "
+                "3 x 64 x 64 values. "
                 "(b) ask of each loss whether it is log p(x) itself, a quantity below it, or not about p(x) at all")
 # BEGIN SOLUTION
 assert ok

@@ -316,8 +316,10 @@ assert curve["position"][-1] >= 0.8          # the prompt names the same place: 
 # is only about a fifth of the signal, yet with this model the colour can already follow the prompt.
 # Why? Noise is added with the same size to all four latent channels, but the channels are not
 # equally large: the spreads below show that one of them is smaller than that noise, so whatever
-# it carries is decided afresh by the model even at the lowest strength. The shape, carried by
-# larger channels, needs more strength to change. The position, which the prompt keeps, stays.
+# it carries is decided afresh by the model even at the lowest strength. A plausible reading (not
+# shown here channel by channel) is that this small channel carries much of the colour, while the
+# shape, carried by larger channels, needs more strength to change. The position, which the prompt
+# keeps, stays.
 
 # %%
 z_inputs = sd.encode_image(x_in, torch.Generator().manual_seed(0))           # (10, 4, 8, 8)
@@ -378,8 +380,10 @@ for row, (name, m) in zip(axes, (("disc, radius 16", disc), ("object_mask, snapp
     row[0].set_title(f"{name}\non the image", fontsize=9)
     row[1].imshow(latent_mask(m), cmap="gray", vmin=0, vmax=1, extent=(0, 64, 64, 0))  # one cell = 8 px
     row[1].set_title("8x8 latent mask", fontsize=9)
-    row[2].imshow(np.kron(latent_mask(m).numpy(), np.ones((8, 8))) - np.asarray(m) / 255, cmap="bwr",
-                  vmin=-1, vmax=1, extent=(0, 64, 64, 0))
+    change = np.kron(latent_mask(m).numpy(), np.ones((8, 8))) - np.asarray(m) / 255
+    row[2].imshow(change, cmap="bwr", vmin=-1, vmax=1, extent=(0, 64, 64, 0))
+    if np.abs(change).max() < 0.01:                                   # already on the grid: say so, not a blank
+        row[2].text(32, 32, "no pixel gained\nor lost", ha="center", va="center", fontsize=9)
     row[2].set_title("latent (upsampled) - pixel mask\nred: gained, blue: lost", fontsize=9)
     for ax in row:
         ax.set_xticks(range(0, 65, 16))                               # labels every 16 px ...
@@ -464,8 +468,8 @@ assert follows >= 0.75
 # step) and found that naive replacement gives a hole whose texture matches its surroundings but whose
 # content is often semantically wrong: the known part is re-drawn each step without regard to what the
 # model has generated in the hole. Their fix, **resampling**, jumps back: the combined x_{t−1} is noised
-# forward again to x_t with q(x_t | x_{t−1}) and denoised once more, repeated several times (in jumps of
-# several steps: 10 resamplings, jump length 10, in their experiments), so that the generated part has
+# forward again, by j steps at once, to x_{t−1+j} with q(x_{t−1+j} | x_{t−1}), and denoised back down; each
+# stretch is resampled r times (r = 10 resamplings of jump length j = 10 in their experiments), so that the generated part has
 # time to harmonise with the kept part. `sdlearn`'s `inpaint` (like diffusers' 4-channel blending) makes a
 # single pass without resampling; with a prompt that names the new object and a mask snapped around it,
 # section 4's single pass already followed the prompt in all 8 cases.
