@@ -111,7 +111,8 @@ def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
             ax.set_xticks([]), ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            ax.set_ylabel(_wrap(label, 22), fontsize=fontsize)
+            ax.set_ylabel(_wrap(label, 22), fontsize=fontsize + 1, rotation=0, ha="right", va="center",
+                          labelpad=6)                 # horizontal: read without turning the head
         fig.tight_layout()
         return fig
     w, h = pils[0].width * scale, pils[0].height * scale
@@ -123,6 +124,9 @@ def image_grid(images: ImageLike | Sequence[ImageLike], nrow: int | None = None,
 
 
 def _wrap(text: str, width: int) -> str:
+    """Break ``text`` into lines of at most ``width`` characters, at spaces; its own line breaks stay."""
+    if "\n" in text:
+        return "\n".join(_wrap(part, width) for part in text.split("\n"))
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > width:

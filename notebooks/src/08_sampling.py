@@ -192,7 +192,8 @@ assert count[circle, "a red circle"]["red"] <= 2                                
 assert count[circle, "a large circle"]["small"] >= count[circle, ""]["small"] + 10
 assert count["red", ""]["red"] == N_SEEDS and count["red", ""]["square"] >= N_SEEDS // 2     # alone: red squares
 fig = image_grid(torch.cat([rows[run][0][:8] for run in runs]) * 2 - 1, nrow=8, figsize=1.2,
-                 row_labels=[f'"{p}"\nnegative "{n}"' if p != "red" else '"red" alone\n(no negative)' for p, n in runs])
+                 row_labels=[(f'"{p}"\nnegative "{n}"' if p != "red" else '"red" alone\n(no negative)')
+                             + f"\nred {count[p, n]['red']}/{N_SEEDS}, small {count[p, n]['small']}" for p, n in runs])
 fig.suptitle("negative prompts: the first 8 of 16 seeds (the same starting noise in every row)", y=1.01)
 save_figure(fig, "08_negative_prompts.png")
 plt.show()
