@@ -30,7 +30,7 @@ run-headless: setup
 
 # the unit tests and nbval as two one-thread pytest runs side by side (tools/test.sh says why)
 test: setup
-	tools/test.sh $(BIN)/python
+	$(OFFLINE) tools/test.sh $(BIN)/python
 
 unit: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q tests

@@ -80,7 +80,7 @@ def measure(sd: StableDiffusion, scenes: list, batch: int, **kw) -> dict:
             tokens, end = subject_tokens(sd.tokenizer, prompt, words)          # positions in the 77 tokens
             drawn = [reading.find(o.shape, o.color) for o in scene.objects]
             cond = {name: torch.stack([p[B + b, 0] for p in calls]) for name, calls in maps.items()}  # (steps, N, 77)
-            total = torch.stack([torch.nn.functional.interpolate(
+            total = torch.stack([F.interpolate(
                 v.mean(0).T.reshape(1, 77, int(math.isqrt(v.shape[1])), -1), size=8, mode="bilinear")[0]
                 for v in cond.values()]).mean(0).mean(dim=(1, 2))                # (77,) mean share per pixel
             mass.append((float(total[0]), float(total[1:end].sum()), float(total[end:].sum())))

@@ -112,12 +112,12 @@ def inpaint_cases(n: int, seed: int = 7) -> list[tuple[Scene, Scene, int, torch.
         if len(cases) == n:
             break
         first = int(rng.integers(2))                                             # which object is repainted:
-        fits = [j for j in (first, 1 - first)                                    # one whose hole misses the other
-                if not (object_mask(scene.objects[j])[0].bool() & disk(scene.objects[1 - j], pad=2)).any()]
+        holes = {j: object_mask(scene.objects[j]) for j in (first, 1 - first)}    # one whose hole misses the other
+        fits = [j for j, m in holes.items() if not (m[0].bool() & disk(scene.objects[1 - j], pad=2)).any()]
         if not fits:
             continue
         j = fits[0]
-        o, keep, mask = scene.objects[j], scene.objects[1 - j], object_mask(scene.objects[j])
+        o, keep, mask = scene.objects[j], scene.objects[1 - j], holes[j]
         new = (dataclasses.replace(o, color=other(data.COLORS, o.color, rng)) if len(cases) % 2 == 0
                else dataclasses.replace(o, shape=other(data.SHAPES, o.shape, rng)))
         if (new.shape, new.color) in data.HELD_OUT or (new.shape, new.color) == (keep.shape, keep.color):

@@ -3,11 +3,12 @@
 #
 # Every notebook sets torch to one thread (tiny models: one is as fast and repeatable), so a single
 # pytest run keeps one of two cores idle for most of the suite. Two runs of about equal length, one
-# thread each, halve the wall time (measured on 2 cores: 6 min 12 s in one run, see README).
+# thread each, halve the wall time (on 2 cores: 3 min 17 s against 6 min 18 s in one run, CONTRIBUTING.md).
 #   stream 1 (printed live): the unit tests, then every notebook not named below
 #   stream 2 (logged to build/test-notebooks-2.log, printed when both are done): the notebooks below
 # New notebooks join stream 1 by default. Fails if either stream fails.
 #
+#   make test      (the Makefile sets the offline environment: HF_HUB_OFFLINE=1, tests/offline on PYTHONPATH)
 #   tools/test.sh PYTHON [extra pytest arguments, passed to both]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,6 @@ PYTHON=${1:?usage: tools/test.sh PYTHON [pytest args]}; shift
 STREAM2="00 01 04 05 06 07 08 10"                     # ~190 s of nbval, the rest ~200 s (2-core machine)
 
 NBVAL=(--nbval --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env --durations=10)
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONPATH="$PWD/tests/offline"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 one=() two=()
